@@ -1,0 +1,1 @@
+"""Subcommands of the ``rtha`` CLI (see :mod:`rtha.cli`)."""

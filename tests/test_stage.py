@@ -1,0 +1,50 @@
+import numpy as np
+import pytest
+
+from rtha.chain import Chain
+from rtha.stage import BlockDtypeError, BlockShapeError, SoftClip, Stage
+
+
+class Accumulate(Stage):
+    """A stage with carried state: running sum per channel, one sample of latency."""
+
+    latency = 1
+
+    def _allocate(self, channels):
+        self.acc = np.zeros((channels, 1), np.float32)
+
+    def _process_block(self, x):
+        y = np.cumsum(x, axis=1, dtype=np.float32) + self.acc
+        self.acc = y[:, -1:].copy()
+        return y
+
+    def _reset(self):
+        pass
+
+
+def test_chain_is_block_partition_invariant_and_sums_latency():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 1000)).astype(np.float32) * 0.01
+    chain = Chain(Accumulate(), SoftClip())
+    assert chain.latency == 1
+    offline = chain.process(x)
+    chain.reset()
+    edges = [0, 1, 2, 9, 310, 311, 1000]
+    streamed = np.concatenate([chain.process_block(x[:, a:b]) for a, b in zip(edges, edges[1:])], axis=1)
+    np.testing.assert_allclose(streamed, offline, atol=1e-6)
+
+
+def test_bad_blocks_have_defined_behaviour():
+    s = SoftClip()
+    with pytest.raises(BlockShapeError, match=r"expected 2-D \(channels, samples\)"):
+        s.process_block(np.zeros(10, np.float32))
+    with pytest.raises(BlockDtypeError, match="int16"):
+        s.process_block(np.zeros((1, 10), np.int16))
+    assert s.process_block(np.zeros((2, 0), np.float32)).shape == (2, 0)
+    with pytest.raises(BlockShapeError, match="expected 2"):
+        s.process_block(np.zeros((1, 4), np.float32))  # channel count fixed by the first block
+    y = s.process_block(np.array([[np.nan, 1.0], [np.inf, -np.inf]]))
+    assert y.dtype == np.float32 and np.isfinite(y).all() and y[0, 0] == 0
+    assert s.nonfinite_count == 3
+    s.reset()
+    assert s.nonfinite_count == 0
