@@ -1,0 +1,141 @@
+"""The attack/release compressor of the Clarity baseline, as a streaming stage.
+
+Per channel and per sample ``n`` (pyclarity 0.9.0 ``clarity.enhancer.compressor``):
+
+    rms[n]  = sqrt(mean(x[n-W+1 .. n] ** 2) + 1e-8)      (zeros before the start)
+    gain[n] = gain[n-1] * (1 - attack) + target * attack  if rms[n] > threshold,
+              target = attenuation * rms[n] + (1 - attenuation) * threshold
+    gain[n] = release + gain[n-1] * (1 - release)         otherwise (back toward 1)
+    y[n]    = x[n] * gain[n] * makeup_gain
+
+with ``gain[-1] = 1``, ``W = int(rms_window_s * fs)`` and the per-sample rates
+``attack = 1000 / (attack_ms * fs)``, ``release = 1000 / (release_ms * fs)``.
+
+The window sum is a running sum over a ring buffer of squares in float64,
+recomputed exactly each time the ring wraps, so rounding cannot drift however
+long the stream runs. Latency 0 (no look-ahead).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from ..stage import Stage
+from .errors import DspParameterError
+
+_EPS = 1e-8  # added to the mean square, as in pyclarity
+
+
+@njit(cache=True)
+def _compress(x, y, gains, ring, sums, gain, pos, threshold, attenuation, attack, release, makeup):
+    """Run the recurrence over one block, updating the state arrays in place.
+
+    x: (C, n) input; y: (C, n) output; gains: (C, n) float64 output;
+    ring: (C, W) float64 squares; sums: (C,) window sums; gain: (C,) current
+    gains; pos: (1,) int64 ring write position (shared by the channels).
+    """
+    n_ch, n = x.shape
+    width = ring.shape[1]
+    hold = (1.0 - attenuation) * threshold
+    for c in range(n_ch):
+        p = pos[0]
+        s = sums[c]
+        g = gain[c]
+        for i in range(n):
+            v = np.float64(x[c, i])
+            sq = v * v
+            s += sq - ring[c, p]
+            ring[c, p] = sq
+            p += 1
+            if p == width:
+                p = 0
+                s = 0.0  # exact recompute once per window: no drift
+                for k in range(width):
+                    s += ring[c, k]
+            rms = np.sqrt(max(s, 0.0) / width + _EPS)
+            if rms > threshold:
+                g = g * (1.0 - attack) + (rms * attenuation + hold) * attack
+            else:
+                g = release + g * (1.0 - release)
+            gains[c, i] = g
+            y[c, i] = v * g * makeup
+        sums[c] = s
+        gain[c] = g
+    pos[0] = (pos[0] + n) % width
+
+
+def _per_sample_rate(t_ms: float, fs: float) -> float:
+    # Same float operations as pyclarity's set_attack/set_release.
+    return (1.0 / (t_ms / 1000.0)) / fs
+
+
+class Compressor(Stage):
+    """Attack/release compressor (Clarity baseline; defaults = ICASSP 2023 settings).
+
+    Args:
+        fs: sample rate in Hz.
+        threshold: RMS (linear, full scale 1) above which the gain is reduced.
+        attenuation: 0...1; the gain heads for ``attenuation * rms + (1 - attenuation) * threshold``.
+        attack_ms, release_ms: time constants in ms.
+        rms_window_s: length of the causal RMS window in seconds.
+        makeup_gain: linear gain applied after compression.
+
+    Any channel count; channels are compressed independently. ``gains`` holds
+    the gain of every sample of the last block, float64 ``(channels, samples)``.
+    """
+
+    latency = 0
+
+    def __init__(
+        self,
+        fs: float,
+        threshold: float = 0.35,
+        attenuation: float = 0.1,
+        attack_ms: float = 50.0,
+        release_ms: float = 1000.0,
+        rms_window_s: float = 0.064,
+        makeup_gain: float = 1.0,
+    ) -> None:
+        checks = {
+            "fs": (fs, fs > 0, "a positive sample rate in Hz"),
+            "threshold": (threshold, threshold > 0, "a positive RMS level"),
+            "attenuation": (attenuation, 0 <= attenuation <= 1, "a value in 0...1"),
+            "attack_ms": (attack_ms, attack_ms > 0, "a positive time in ms"),
+            "release_ms": (release_ms, release_ms > 0, "a positive time in ms"),
+            "rms_window_s": (rms_window_s, rms_window_s * fs >= 1, "at least one sample long"),
+            "makeup_gain": (makeup_gain, makeup_gain >= 0, "a non-negative linear gain"),
+        }
+        for name, (value, ok, expected) in checks.items():
+            if not (np.isfinite(value) and ok):
+                raise DspParameterError(f"compressor {name}={value!r} is invalid; expected {expected}")
+        self.fs = fs
+        self.threshold = float(threshold)
+        self.attenuation = float(attenuation)
+        self.attack_ms = float(attack_ms)
+        self.release_ms = float(release_ms)
+        self.rms_window_s = float(rms_window_s)
+        self.makeup_gain = float(makeup_gain)
+        self.window = int(rms_window_s * fs)  # samples, truncated as in pyclarity
+        self.attack = _per_sample_rate(attack_ms, fs)
+        self.release = _per_sample_rate(release_ms, fs)
+        self.gains = np.ones((0, 0))
+        super().__init__()
+
+    def _allocate(self, channels: int) -> None:
+        self._ring = np.zeros((channels, self.window))
+        self._sums = np.zeros(channels)
+        self._gain = np.ones(channels)
+        self._pos = np.zeros(1, np.int64)
+
+    def _reset(self) -> None:
+        self.gains = np.ones((0, 0))  # state itself is rebuilt by _allocate on the next block
+
+    def _process_block(self, x: np.ndarray) -> np.ndarray:
+        y = np.empty_like(x)
+        self.gains = np.empty(x.shape)
+        _compress(
+            x, y, self.gains, self._ring, self._sums, self._gain, self._pos,
+            self.threshold, self.attenuation, self.attack, self.release, self.makeup_gain,
+        )
+        return y
