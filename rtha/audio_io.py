@@ -1,0 +1,300 @@
+"""Block-wise audio file reading and writing (soundfile), with streaming resampling.
+
+Files are never loaded whole: :class:`AudioReader` yields ``(channels, samples)``
+float32 blocks of an exact size, resampled on the fly when the file's rate is not
+the rate asked for, so files longer than memory stream through.  Input problems
+raise :class:`AudioFileError` with one line naming the file:
+
+* missing or unreadable file, a folder, an unknown format;
+* zero-length file (no samples);
+* more than ``max_channels`` channels (the chain takes mono, or left + right);
+* NaN/Inf samples are not an error: they are replaced by 0 and counted in
+  ``AudioReader.nonfinite_count``.
+
+:class:`AudioWriter` writes float blocks as they come and closes (flushing the
+header) on any exit, so an error or Ctrl-C leaves a valid partial file.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from .errors import RthaError
+
+#: Frames read from the file at a time when resampling.
+READ_CHUNK = 8192
+
+
+class AudioFileError(RthaError):
+    """An audio file that is missing, unreadable, empty or of the wrong shape."""
+
+
+def _soundfile():
+    try:
+        import soundfile
+    except OSError as e:  # libsndfile missing
+        raise RthaError(f"cannot load libsndfile ({e}); install it (Debian: apt install libsndfile1)") from None
+    return soundfile
+
+
+def _first_line(e: Exception) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[-1]
+
+
+class StreamingResampler:
+    """Rational-rate polyphase resampler that streams, equal to ``scipy.signal.resample_poly``.
+
+    Same Kaiser-window (beta 5) low-pass of ``20 * max(up, down) + 1`` taps and the
+    same zero-phase alignment as ``resample_poly(x, up, down, axis=-1)``, so that
+    any partition of the input into chunks gives that function's output over the
+    whole signal (``ceil(n * up / down)`` samples once :meth:`flush` is called).
+    The filter looks ahead by ``10 * max(up, down) / up`` input samples; output is
+    released as soon as the input it needs has arrived.
+
+    Args:
+        fs_in: input rate (Hz, integer).
+        fs_out: output rate (Hz, integer).
+        channels: channel count of the ``(channels, samples)`` chunks.
+    """
+
+    def __init__(self, fs_in: int, fs_out: int, channels: int) -> None:
+        from scipy.signal import firwin
+
+        g = math.gcd(int(fs_in), int(fs_out))
+        self.up, self.down = int(fs_out) // g, int(fs_in) // g
+        half = 10 * max(self.up, self.down)
+        h = firwin(2 * half + 1, 1.0 / max(self.up, self.down), window=("kaiser", 5.0)) * self.up
+        self._taps = -(-len(h) // self.up)  # input samples under the filter per output
+        # polyphase[p, t] = h[p + t*up]: output phase p weighs x[i_top - t]
+        self._poly = np.zeros((self.up, self._taps))
+        for p in range(self.up):
+            part = h[p :: self.up]
+            self._poly[p, : len(part)] = part
+        self._delay = half
+        self.channels = channels
+        self.reset()
+
+    def reset(self) -> None:
+        # history before the first sample is zeros, as in resample_poly
+        self._buf = np.zeros((self.channels, self._taps - 1))
+        self._base = -(self._taps - 1)  # absolute input index of _buf[:, 0]
+        self._n_in = 0
+        self._m = 0  # next output index
+
+    def process(self, x: np.ndarray) -> np.ndarray:
+        """Push ``(channels, n)`` input; returns the ``(channels, m)`` float32 output now complete."""
+        self._n_in += x.shape[1]
+        self._buf = np.concatenate([self._buf, np.asarray(x, dtype=np.float64)], axis=1)
+        # output m needs input up to index (m*down + delay) // up
+        return self._emit((self._n_in * self.up - 1 - self._delay) // self.down + 1)
+
+    def flush(self) -> np.ndarray:
+        """The rest of the output (the input is taken as zeros after its end)."""
+        total = -(-self._n_in * self.up // self.down)
+        pad = (total * self.down + self._delay) // self.up + 1 - (self._base + self._buf.shape[1])
+        if pad > 0:
+            self._buf = np.concatenate([self._buf, np.zeros((self.channels, pad))], axis=1)
+        return self._emit(total)
+
+    def _emit(self, m_end: int) -> np.ndarray:
+        m = np.arange(self._m, max(self._m, m_end))
+        k = m * self.down + self._delay
+        i_top, phase = np.divmod(k, self.up)
+        idx = i_top[:, None] - np.arange(self._taps)[None, :] - self._base
+        y = np.einsum("mt,cmt->cm", self._poly[phase], self._buf[:, idx]) if m.size else np.zeros((self.channels, 0))
+        if m.size:
+            self._m = int(m[-1]) + 1
+        # keep only the input that later outputs can still reach
+        keep_from = (self._m * self.down + self._delay) // self.up - (self._taps - 1)
+        drop = max(0, keep_from - self._base)
+        if drop:
+            self._buf = self._buf[:, drop:]
+            self._base += drop
+        return y.astype(np.float32)
+
+
+class AudioReader:
+    """An audio file read as exact-size blocks at a chosen rate.
+
+    Args:
+        path: the file (anything libsndfile reads: WAV, FLAC, OGG, ...).
+        fs: rate of the blocks in Hz; None keeps the file's rate. Another rate
+            than the file's is reached with :class:`StreamingResampler`.
+        max_channels: channels accepted (2: mono, or channel 0 left + 1 right).
+
+    Attributes:
+        fs_file, fs: the file's rate and the blocks' rate (Hz).
+        channels: channel count of the file and of the blocks.
+        frames_file: samples per channel in the file.
+        frames: samples per channel of the blocks in all.
+        resampled: whether ``fs != fs_file``.
+        nonfinite_count: NaN/Inf samples replaced by 0 so far.
+    """
+
+    def __init__(self, path, fs: int | None = None, max_channels: int = 2) -> None:
+        sf = _soundfile()
+        self.path = Path(path)
+        if not self.path.exists():
+            raise AudioFileError(f"{self.path}: file not found")
+        if self.path.is_dir():
+            raise AudioFileError(f"{self.path}: is a folder; expected an audio file")
+        try:
+            self._file = sf.SoundFile(str(self.path))
+        except Exception as e:  # libsndfile's errors (unknown format, truncated header, ...)
+            raise AudioFileError(f"{self.path}: cannot read audio ({_first_line(e)})") from None
+        self.fs_file = int(self._file.samplerate)
+        self.channels = int(self._file.channels)
+        self.frames_file = int(self._file.frames)
+        self.fs = int(fs) if fs else self.fs_file
+        self.resampled = self.fs != self.fs_file
+        self.nonfinite_count = 0
+        try:
+            if self.frames_file <= 0:
+                raise AudioFileError(f"{self.path}: contains no samples (zero-length audio)")
+            if self.channels > max_channels:
+                raise AudioFileError(
+                    f"{self.path}: has {self.channels} channels; expected 1 (mono, both ears)"
+                    f"{' or 2 (channel 0 left, 1 right)' if max_channels >= 2 else ''}"
+                )
+        except AudioFileError:
+            self._file.close()
+            raise
+        self.frames = -(-self.frames_file * self.fs // self.fs_file) if self.resampled else self.frames_file
+
+    @property
+    def duration(self) -> float:
+        """Length in seconds."""
+        return self.frames_file / self.fs_file
+
+    def describe_resampling(self) -> dict | None:
+        """What resampling is done (for reports), or None."""
+        if not self.resampled:
+            return None
+        return {
+            "from_hz": self.fs_file,
+            "to_hz": self.fs,
+            "method": "polyphase FIR, Kaiser window beta 5 (as scipy.signal.resample_poly), streamed",
+        }
+
+    def _read(self, n: int) -> np.ndarray:
+        try:
+            data = self._file.read(n, dtype="float32", always_2d=True)
+        except Exception as e:
+            raise AudioFileError(f"{self.path}: cannot read audio ({_first_line(e)})") from None
+        x = np.ascontiguousarray(data.T)
+        finite = np.isfinite(x)
+        if not finite.all():
+            self.nonfinite_count += int(x.size - np.count_nonzero(finite))
+            x[~finite] = 0.0
+        return x
+
+    def _chunks(self) -> Iterator[np.ndarray]:
+        """The file as ``(channels, n)`` float32 chunks at ``fs`` (uneven sizes)."""
+        self._file.seek(0)
+        if not self.resampled:
+            while True:
+                x = self._read(READ_CHUNK)
+                if x.shape[1] == 0:
+                    return
+                yield x
+        rs = StreamingResampler(self.fs_file, self.fs, self.channels)
+        while True:
+            x = self._read(READ_CHUNK)
+            if x.shape[1] == 0:
+                break
+            yield rs.process(x)
+        yield rs.flush()
+
+    def blocks(self, block: int) -> Iterator[np.ndarray]:
+        """Yield ``(channels, block)`` float32 blocks at ``fs``; the last one may be shorter."""
+        if block < 1:
+            raise ValueError(f"block size {block}; expected >= 1 sample")
+        if not self.resampled:
+            self._file.seek(0)
+            while True:
+                x = self._read(block)
+                if x.shape[1] == 0:
+                    return
+                yield x
+                if x.shape[1] < block:
+                    return
+        pending = np.zeros((self.channels, 0), np.float32)
+        for chunk in self._chunks():
+            pending = np.concatenate([pending, chunk], axis=1) if pending.shape[1] else chunk
+            n_full = pending.shape[1] // block * block
+            for i in range(0, n_full, block):
+                yield np.ascontiguousarray(pending[:, i : i + block])
+            pending = pending[:, n_full:]
+        if pending.shape[1]:
+            yield np.ascontiguousarray(pending)
+
+    def read_all(self) -> np.ndarray:
+        """The whole file at ``fs`` as ``(channels, frames)`` float32 (for short files)."""
+        parts = list(self._chunks())
+        return np.concatenate(parts, axis=1) if parts else np.zeros((self.channels, 0), np.float32)
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> "AudioReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class AudioWriter:
+    """Write ``(channels, samples)`` float blocks to a file as they come.
+
+    32-bit float samples where the format allows (WAV, AIFF, ...), the format's
+    default otherwise. The caller checks overwriting (``commands.common.output_path``).
+    Closing (also on an exception, through ``with``) updates the header, so a
+    partial file is always valid.
+    """
+
+    def __init__(self, path, fs: int, channels: int) -> None:
+        sf = _soundfile()
+        self.path = Path(path)
+        fmt = (self.path.suffix[1:] or "").upper()
+        if fmt not in sf.available_formats():
+            raise AudioFileError(
+                f"{self.path}: unknown audio format {self.path.suffix or '(no extension)'!r}; use .wav or .flac"
+            )
+        subtype = "FLOAT" if sf.check_format(fmt, "FLOAT") else None
+        try:
+            self._file = sf.SoundFile(str(self.path), "w", int(fs), int(channels), subtype=subtype, format=fmt)
+        except Exception as e:
+            raise AudioFileError(f"{self.path}: cannot write audio ({_first_line(e)})") from None
+        self.frames = 0
+        self.fs = int(fs)
+
+    def write(self, block: np.ndarray) -> None:
+        """Append ``(channels, n)`` samples."""
+        self._file.write(block.T)
+        self.frames += block.shape[1]
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> "AudioWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def write_audio(path, x: np.ndarray, fs: int) -> None:
+    """Write a whole ``(channels, samples)`` signal (atomic: temp file, then rename)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        with AudioWriter(tmp, fs, x.shape[0]) as w:
+            w.write(np.asarray(x, dtype=np.float32))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -1,0 +1,145 @@
+"""Options that build the hearing-aid chain, shared by ``rtha live`` and ``rtha replay``.
+
+``--model M | --no-enhancer``, ``--threads``, ``--device``, ``--nalr-phase``,
+``--block`` and the listener options; :func:`chain_from_args` turns them into
+a :class:`~rtha.chain.Chain` and a plain description for reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import RthaError
+from .common import add_listener_args, listener_from_args
+
+
+def add_chain_args(parser: argparse.ArgumentParser, default_block: str = "4ms") -> None:
+    """Add the enhancer, NAL-R, block and listener options to a subcommand."""
+    g = parser.add_argument_group("chain")
+    m = g.add_mutually_exclusive_group()
+    m.add_argument("--model", type=Path, metavar="FILE", help="enhancer checkpoint (default: the shipped models/default.pt)")
+    m.add_argument("--no-enhancer", action="store_true", help="NAL-R + compressor + soft clip only")
+    g.add_argument(
+        "--block",
+        default=default_block,
+        metavar="N|Xms",
+        help=f"block size, in samples (64) or milliseconds (4ms) (default: {default_block}); a multiple of "
+        "the enhancer's hop keeps its latency at L - hop samples, other sizes cost hop - 1 more",
+    )
+    g.add_argument("--threads", type=int, metavar="N", help="threads for the enhancer (torch and BLAS; default: their own choice)")
+    g.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the enhancer runs (default: cpu)")
+    g.add_argument(
+        "--nalr-phase",
+        choices=("minimum", "linear"),
+        default="minimum",
+        help="NAL-R filter: minimum phase (no latency) or linear phase (pyclarity's, nfir/2 samples) (default: minimum)",
+    )
+    add_listener_args(parser)
+
+
+def parse_block(text: str, fs: int) -> int:
+    """``"64"`` -> 64 samples; ``"4ms"`` -> ``round(0.004 * fs)`` samples (at least 1)."""
+    s = str(text).strip().lower()
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(ms)?", s)
+    if not match:
+        raise RthaError(f"--block {text!r}: expected a sample count (e.g. 64) or milliseconds (e.g. 4ms)")
+    value, ms = float(match.group(1)), bool(match.group(2))
+    n = round(value * fs / 1000) if ms else value
+    if not ms and not value.is_integer():
+        raise RthaError(f"--block {text!r}: a sample count must be a whole number (or add 'ms')")
+    if n < 1 or n > fs:
+        raise RthaError(f"--block {text!r} is {int(n)} samples at {fs} Hz; expected 1 sample to 1 second")
+    return int(n)
+
+
+@dataclass
+class ChainSetup:
+    """A built chain, its rate and block size, and what it is made of (plain values, for reports)."""
+
+    chain: object
+    fs: int
+    block: int
+    listener: str
+    model: str | None
+    threads: int | None
+    device: str
+    nalr_phase: str
+    notes: list[str] = field(default_factory=list)
+
+    def describe(self) -> dict:
+        return {
+            "fs": self.fs,
+            "listener": self.listener,
+            "model": self.model,
+            "enhancer": self.model is not None,
+            "threads": self.threads,
+            "device": self.device,
+            "nalr_phase": self.nalr_phase,
+            "stages": [name for name, _ in self.chain.latencies],
+        }
+
+
+def chain_from_args(args: argparse.Namespace, fs_without_enhancer: int) -> ChainSetup:
+    """Build the chain the options ask for.
+
+    The chain runs at the enhancer's rate; with ``--no-enhancer`` (or when no
+    ``--model`` was given and the shipped model is missing: a note says so) it
+    runs at ``fs_without_enhancer``. The enhancer is told the block size: when
+    the block is a multiple of its hop its latency is ``L - hop`` samples,
+    otherwise ``L - 1``.
+    """
+    listener = listener_from_args(args)  # first: a wrong name fails before heavy imports
+    notes: list[str] = []
+    if args.threads is not None and args.threads < 1:
+        raise RthaError(f"--threads {args.threads}: expected 1 or more")
+    model_path = None
+    if not args.no_enhancer:
+        model_path = args.model or _shipped_model(notes)
+    enhancer = None
+    if model_path is not None:
+        from ..enhance import StreamingEnhancer, load_checkpoint
+
+        model_path = Path(model_path)
+        if not model_path.is_file():
+            raise RthaError(f"{model_path}: model file not found")
+        model, _ = load_checkpoint(model_path)
+        fs = int(model.cfg.sample_rate)
+        block = parse_block(args.block, fs)
+        enhancer = StreamingEnhancer(model, device=args.device, threads=args.threads, block_size=block)
+    else:
+        fs = int(fs_without_enhancer)
+        block = parse_block(args.block, fs)
+    from ..hearing_aid import hearing_aid_chain
+
+    chain = hearing_aid_chain(listener, fs, enhancer=enhancer, nalr_phase=args.nalr_phase)
+    return ChainSetup(
+        chain=chain,
+        fs=fs,
+        block=block,
+        listener=listener.name or args.listener,
+        model=str(model_path) if model_path is not None else None,
+        threads=args.threads,
+        device=args.device,
+        nalr_phase=args.nalr_phase,
+        notes=notes,
+    )
+
+
+def _shipped_model(notes: list[str]) -> Path | None:
+    """The shipped default model, or None with a note when it is not there."""
+    from ..enhance import default_model_path
+
+    path = default_model_path()
+    if path.is_file():
+        return path
+    notes.append(f"note: the shipped model {path} is missing; running without the enhancer (NAL-R + compressor only)")
+    return None
+
+
+def print_notes(notes: list[str]) -> None:
+    for note in notes:
+        print(f"rtha: {note}", file=sys.stderr)

@@ -1,0 +1,103 @@
+"""``rtha enhance IN.wav --out OUT.wav [--model M]``: the enhancer alone over a file, offline.
+
+No amplification: for listening to the enhancer and for SI-SDR checks.  The
+file is resampled to the model's rate (and back) when the rates differ, each
+channel is enhanced independently (channels are the model's batch), and the
+output is aligned with the input (the streaming engine's latency is removed),
+equal to the offline model's output to float32 precision.  The file streams
+through in blocks, so long recordings need little memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..errors import RthaError
+from .common import output_path
+
+BLOCK_S = 1.0  # seconds per block: long blocks cost the least per sample
+MAX_CHANNELS = 16
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "enhance",
+        help="run the enhancer alone over an audio file (offline, no amplification)",
+        description="Enhance an audio file with the causal Conv-TasNet alone (no NAL-R, no compression). "
+        "Each channel is enhanced on its own; the file is resampled to the model's rate and back if needed; "
+        "the output has the input's rate, channels and length, time-aligned with it.",
+    )
+    p.add_argument("input", type=Path, metavar="IN", help="audio file to enhance (WAV, FLAC, ...)")
+    p.add_argument("--out", type=Path, required=True, metavar="OUT.wav", help="enhanced audio (32-bit float)")
+    p.add_argument(
+        "--model",
+        default="default",
+        metavar="FILE|NAME",
+        help="checkpoint file, or the name of a shipped model in models/ (default, tiny) (default: default)",
+    )
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the model runs (default: cpu)")
+    p.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: torch's choice)")
+    p.add_argument("--force", action="store_true", help="overwrite OUT")
+    p.set_defaults(func=run)
+
+
+def model_path(spec: str) -> Path:
+    """``--model``: an existing file, or the name of a shipped model."""
+    from ..enhance import default_model_path
+
+    path = Path(spec)
+    if path.is_file() or path.suffix or len(path.parts) > 1:
+        return path
+    return default_model_path(spec)
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from ..audio_io import AudioReader, AudioWriter, StreamingResampler
+    from ..enhance import StreamingEnhancer, load_checkpoint
+
+    out = output_path(args.out, args.force)
+    if out.resolve() == args.input.resolve():
+        raise RthaError(f"--out {out} is the input file; choose another output file")
+    if args.threads is not None and args.threads < 1:
+        raise RthaError(f"--threads {args.threads}: expected 1 or more")
+    with AudioReader(args.input, max_channels=MAX_CHANNELS) as probe:  # check the file before loading a model
+        fs_file, channels, frames_file = probe.fs_file, probe.channels, probe.frames_file
+    path = model_path(args.model)
+    model, _ = load_checkpoint(path)
+    enhancer = StreamingEnhancer(model, device=args.device, threads=args.threads)
+    fs = enhancer.fs
+    back = StreamingResampler(fs, fs_file, channels) if fs != fs_file else None
+    skip = enhancer.latency  # the stream lags the offline output by this much
+    written = 0
+
+    def write(y, writer) -> None:
+        nonlocal written
+        y = y[:, : frames_file - written]
+        writer.write(y)
+        written += y.shape[1]
+
+    def emit(y, writer) -> None:
+        write(back.process(y) if back is not None else y, writer)
+
+    with AudioReader(args.input, fs=fs, max_channels=MAX_CHANNELS) as reader, AudioWriter(out, fs_file, channels) as w:
+        for block in reader.blocks(round(BLOCK_S * fs)):
+            y = enhancer.process_block(block)
+            y, skip = y[:, skip:], max(0, skip - y.shape[1])
+            emit(y, w)
+        emit(enhancer.process_block(np.zeros((channels, enhancer.latency), np.float32))[:, skip:], w)
+        if back is not None:
+            write(back.flush(), w)
+        nonfinite = reader.nonfinite_count
+    resampled = f", resampled {fs_file} -> {fs} -> {fs_file} Hz" if fs != fs_file else ""
+    print(
+        f"rtha: enhanced {args.input} ({channels} ch, {frames_file / fs_file:.2f} s{resampled}) "
+        f"with {path} -> {out}",
+        file=sys.stderr,
+    )
+    if nonfinite:
+        print(f"rtha: warning: {nonfinite} NaN/Inf input samples were replaced by 0", file=sys.stderr)
+    return 0

@@ -1,0 +1,130 @@
+"""The causal Conv-TasNet with cumulative layer norm (cLN), offline form.
+
+Shapes: ``mix (batch, samples)`` -> ``(batch, n_src, samples)`` at
+``cfg.sample_rate``.  Internally features are ``(batch, channels, frames)``
+with frames ``S = L/2`` samples apart.
+
+Framing: the input is left-padded by ``L - S`` samples so frame ``k`` covers
+samples ``[k*S - (L-S), k*S + S)`` and every frame depends only on the past;
+the streaming engine (:mod:`rtha.enhance.streaming`) reproduces this output
+exactly, delayed by its latency.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .config import CLN_EPS, ConvTasNetConfig
+
+
+def cumulative_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Running mean and variance of ``x (batch, channels, frames)`` over channels and frames ``0..k``.
+
+    The running sums are accumulated in float64 (as in the streaming engine)
+    so that long inputs do not drift; returns float64 ``(batch, 1, frames)`` each.
+    """
+    count = torch.arange(1, x.shape[-1] + 1, device=x.device, dtype=torch.float64) * x.shape[1]
+    s1 = x.sum(1, keepdim=True).double().cumsum(-1)
+    s2 = (x * x).sum(1, keepdim=True).double().cumsum(-1)
+    mean = s1 / count
+    var = (s2 / count - mean.pow(2)).clamp_min(0.0)
+    return mean, var
+
+
+class CumulativeLayerNorm(nn.Module):
+    """cLN: at frame k, normalise by mean/variance over all channels and frames 0..k.
+
+    Per-channel ``gain`` and ``bias``; input and output ``(batch, channels, frames)``.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.gain = nn.Parameter(torch.ones(channels, 1))
+        self.bias = nn.Parameter(torch.zeros(channels, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean, var = cumulative_stats(x)
+        scale = (var + CLN_EPS).rsqrt()
+        return torch.addcmul(self.bias, (x - mean.to(x.dtype)) * scale.to(x.dtype), self.gain)
+
+
+class TemporalBlock(nn.Module):
+    """1x1 to H, PReLU, cLN, causal dilated depthwise conv, PReLU, cLN, 1x1 out.
+
+    The residual and skip 1x1 convs are one conv (``out``: residual channels
+    first, then skip); the last block of the stack has no residual path.
+    """
+
+    def __init__(self, B: int, H: int, P: int, dilation: int, residual: bool) -> None:
+        super().__init__()
+        self.pad = (P - 1) * dilation
+        self.residual = residual
+        self.in_conv = nn.Conv1d(B, H, 1)
+        self.act1 = nn.PReLU()
+        self.norm1 = CumulativeLayerNorm(H)
+        self.dconv = nn.Conv1d(H, H, P, dilation=dilation, groups=H)
+        self.act2 = nn.PReLU()
+        self.norm2 = CumulativeLayerNorm(H)
+        self.out = nn.Conv1d(H, 2 * B if residual else B, 1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """``x (batch, B, frames)`` -> ``(residual output or None, skip)``."""
+        y = self.norm1(self.act1(self.in_conv(x)))
+        y = self.norm2(self.act2(self.dconv(F.pad(y, (self.pad, 0)))))
+        y = self.out(y)
+        if not self.residual:
+            return None, y
+        res, skip = y.chunk(2, dim=1)
+        return x + res, skip
+
+
+class ConvTasNet(nn.Module):
+    """Causal Conv-TasNet; ``forward(mix (batch, samples)) -> (batch, n_src, samples)``."""
+
+    def __init__(self, cfg: ConvTasNetConfig | None = None) -> None:
+        super().__init__()
+        cfg = cfg or ConvTasNetConfig()
+        self.cfg = cfg
+        self.encoder = nn.Conv1d(1, cfg.N, cfg.L, stride=cfg.hop, bias=False)
+        self.in_norm = CumulativeLayerNorm(cfg.N)
+        self.bottleneck = nn.Conv1d(cfg.N, cfg.B, 1)
+        n_blocks = cfg.R * cfg.X
+        self.blocks = nn.ModuleList(
+            TemporalBlock(cfg.B, cfg.H, cfg.P, 2 ** (i % cfg.X), residual=i < n_blocks - 1) for i in range(n_blocks)
+        )
+        self.mask_act = nn.PReLU()
+        self.mask_conv = nn.Conv1d(cfg.B, cfg.n_src * cfg.N, 1)
+        self.decoder = nn.ConvTranspose1d(cfg.N, 1, cfg.L, stride=cfg.hop, bias=False)
+
+    def n_frames(self, samples: int) -> int:
+        """Frames needed so that every output sample gets both overlapping frames."""
+        return (samples - 1) // self.cfg.hop + 2
+
+    def masks(self, w: torch.Tensor) -> torch.Tensor:
+        """Encoder output ``w (batch, N, frames)`` -> masks ``(batch, n_src, N, frames)``."""
+        x = self.bottleneck(self.in_norm(w))
+        skips = None
+        for block in self.blocks:
+            x, skip = block(x)
+            skips = skip if skips is None else skips + skip
+        m = self.mask_conv(self.mask_act(skips))
+        m = torch.sigmoid(m) if self.cfg.mask == "sigmoid" else torch.relu(m)
+        return m.view(w.shape[0], self.cfg.n_src, self.cfg.N, w.shape[-1])
+
+    def forward(self, mix: torch.Tensor) -> torch.Tensor:
+        if mix.dim() != 2:
+            raise ValueError(f"ConvTasNet input has shape {tuple(mix.shape)}; expected (batch, samples)")
+        cfg = self.cfg
+        batch, samples = mix.shape
+        if samples == 0:
+            return mix.new_zeros(batch, cfg.n_src, 0)
+        S = cfg.hop
+        frames = self.n_frames(samples)
+        # left pad L-S (causal framing), right pad to complete the last frame
+        x = F.pad(mix, (cfg.L - S, (frames - 1) * S + cfg.L - (cfg.L - S) - samples)).unsqueeze(1)
+        w = torch.relu(self.encoder(x))
+        masked = w.unsqueeze(1) * self.masks(w)
+        y = self.decoder(masked.reshape(batch * cfg.n_src, cfg.N, frames))
+        return y[:, 0, cfg.L - S : cfg.L - S + samples].reshape(batch, cfg.n_src, samples)

@@ -1,0 +1,80 @@
+"""Better-ear HASQI and the ICASSP 2023 Clarity challenge score.
+
+The challenge (Clarity ICASSP 2023 grand challenge, pyclarity's
+``recipes/cad_icassp_2023`` evaluation) scores a hearing-aid output per
+(scene, listener) as 0.5 x (better-ear HASPI v2 + better-ear HASQI v2) at
+100 dB SPL for RMS 1, with numpy's global noise stream seeded once per scene
+from the scene name and then used by HASPI left, HASPI right, HASQI left and
+HASQI right in that order. Here the stream is an explicit
+``numpy.random.RandomState`` passed through the same calls in the same order,
+so ``rng=numpy.random.RandomState(scene_seed(scene))`` reproduces the
+challenge's numbers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+from ..audiogram import Listener
+from .haspi import _check_stereo, haspi_v2_better_ear
+from .hasqi import hasqi_v2
+
+#: dB SPL of a signal with RMS 1 in the challenge's evaluation.
+CHALLENGE_LEVEL_DB_SPL = 100.0
+
+
+def scene_seed(scene: str) -> int:
+    """The challenge's per-scene noise seed: the scene name's MD5 modulo 10**8."""
+    return int(hashlib.md5(scene.encode("utf-8")).hexdigest(), 16) % 10**8
+
+
+def hasqi_v2_better_ear(
+    ref_lr: np.ndarray,
+    proc_lr: np.ndarray,
+    fs: float,
+    listener: Listener,
+    level_db_spl: float = CHALLENGE_LEVEL_DB_SPL,
+    rng: np.random.RandomState | None = None,
+) -> float:
+    """HASQI v2 of each ear (equalisation 1); the better (higher) of the two.
+
+    Args:
+        ref_lr: clean reference, ``(2, samples)`` (left, right) at ``fs`` Hz.
+        proc_lr: processed signal, ``(2, samples)``; lengths may differ from ``ref_lr``.
+        fs: sample rate in Hz.
+        listener: audiograms of both ears.
+        level_db_spl: dB SPL of a signal with RMS 1.
+        rng: noise source, used by the left ear then the right; None: ``RandomState(0)``.
+    """
+    ref_lr = _check_stereo(ref_lr, "reference")
+    proc_lr = _check_stereo(proc_lr, "processed signal")
+    rng = np.random.RandomState(0) if rng is None else rng
+    scores = [
+        hasqi_v2(ref, proc, fs, audiogram, level_db_spl=level_db_spl, rng=rng)[0]
+        for ref, proc, audiogram in zip(ref_lr, proc_lr, listener.ears)
+    ]
+    return max(scores)
+
+
+def icassp2023_score(
+    ref_lr: np.ndarray,
+    proc_lr: np.ndarray,
+    fs: float,
+    listener: Listener,
+    level_db_spl: float = CHALLENGE_LEVEL_DB_SPL,
+    rng: np.random.RandomState | None = None,
+) -> float:
+    """0.5 x (better-ear HASPI v2 + better-ear HASQI v2), the ICASSP 2023 challenge score.
+
+    Arguments as for :func:`hasqi_v2_better_ear`; ``rng`` serves HASPI (left,
+    right) and then HASQI (left, right), as in the challenge's evaluation, so
+    the result equals the mean of ``haspi_v2_better_ear`` and
+    ``hasqi_v2_better_ear`` called in that order with the same ``rng``.
+    """
+    rng = np.random.RandomState(0) if rng is None else rng
+    haspi = haspi_v2_better_ear(ref_lr, proc_lr, fs, listener, level_db_spl=level_db_spl, rng=rng)
+    hasqi = hasqi_v2_better_ear(ref_lr, proc_lr, fs, listener, level_db_spl=level_db_spl, rng=rng)
+    return 0.5 * (haspi + hasqi)
+

@@ -1,0 +1,133 @@
+"""Score one (scene, listener) pair: read it, run each system's chain, build the reference, score.
+
+This is the whole per-pair recipe of the Clarity ICASSP 2023 evaluation, with
+rtha's chain as the hearing aid:
+
+1. input: the stereo ``mix_CH1`` (or an external ``{scene}_{listener}_enhanced.wav``),
+   resampled to the chain rate when the files have another;
+2. the system's chain run offline (``Chain.process``: reset + one block, the
+   same code that streams), the input followed by zeros that flush it:
+   ``enhanced`` = enhancer -> NAL-R -> compressor -> tanh,
+   ``unprocessed``/``external`` = NAL-R -> compressor -> tanh;
+3. reference: ``target_anechoic_CH1`` scaled per channel to the RMS of
+   ``target_CH1`` (at the file rate, then resampled like the input);
+4. HASPI v2 and HASQI v2 better ear at 100 dB SPL for RMS 1, the metric noise
+   drawn from ``RandomState(scene seed)``; combined = (HASPI + HASQI) / 2.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..data.clarity import ClarityDataset, resample
+from ..dsp import default_nfir
+from ..errors import RthaError
+from .config import ScoreSettings
+from .results import ScoreRow
+
+
+def challenge_reference(anechoic: np.ndarray, target: np.ndarray, scene: str = "") -> np.ndarray:
+    """``anechoic`` scaled per channel to the RMS of ``target``; both ``(2, samples)``, float64 out."""
+    anechoic = np.asarray(anechoic, dtype=np.float64)
+    target = np.asarray(target, dtype=np.float64)
+    rms_target = np.sqrt(np.mean(target**2, axis=1))
+    rms_anechoic = np.sqrt(np.mean(anechoic**2, axis=1))
+    if np.any(rms_anechoic == 0):
+        raise RthaError(f"scene {scene}: target_anechoic_CH1 is silent in a channel; cannot scale the reference")
+    return anechoic * (rms_target / rms_anechoic)[:, None]
+
+
+def read_external(folder, scene: str, listener: str) -> tuple[np.ndarray, int]:
+    """``{folder}/{scene}_{listener}_enhanced.wav`` as ``(2, samples)`` float32 and its rate."""
+    import soundfile as sf
+
+    path = Path(folder) / f"{scene}_{listener}_enhanced.wav"
+    if not path.is_file():
+        raise RthaError(f"{path}: enhanced signal not found; --enhanced-dir needs {{scene}}_{{listener}}_enhanced.wav per pair")
+    try:
+        audio, fs = sf.read(path, dtype="float32", always_2d=True)
+    except (RuntimeError, sf.LibsndfileError) as e:
+        raise RthaError(f"{path}: cannot read audio ({e})") from None
+    if audio.shape[1] != 2:
+        raise RthaError(f"{path}: has {audio.shape[1]} channel(s); expected stereo (left, right)")
+    if audio.shape[0] == 0:
+        raise RthaError(f"{path}: has no samples")
+    return np.ascontiguousarray(audio.T), int(fs)
+
+
+def _flushed(x: np.ndarray, tail: int) -> np.ndarray:
+    """``x`` followed by ``tail`` zeros, float32."""
+    return np.pad(np.asarray(x, dtype=np.float32), ((0, 0), (0, int(tail))))
+
+
+class PairScorer:
+    """Scores pairs of one dataset; one per worker process (holds the enhancer, never more than one scene)."""
+
+    def __init__(self, settings: ScoreSettings, configs: dict[str, str]) -> None:
+        self.settings = settings
+        self.configs = configs
+        self.nfir = settings.nfir if settings.nfir is not None else default_nfir(settings.rate)
+        self.dataset = ClarityDataset(settings.root, settings.split)
+        self.enhancer = None
+        if "enhanced" in settings.systems:
+            from ..enhance import StreamingEnhancer
+
+            self.enhancer = StreamingEnhancer(settings.model_path, threads=1)
+
+    def listener(self, scene: str, listener_id: str):
+        try:
+            return self.dataset.listeners[listener_id]
+        except KeyError:
+            raise RthaError(
+                f"scene {scene}: listener {listener_id!r} is not in {self.settings.root}/metadata/listeners.json"
+            ) from None
+
+    def reference(self, scene: str) -> np.ndarray:
+        """The scene's reference ``(2, samples)`` at the chain rate."""
+        (target, anechoic), fs = self.dataset.read_pair(scene, ("target", "target_anechoic"))
+        return resample(challenge_reference(anechoic, target, scene), fs, self.settings.rate)
+
+    def system_output(self, system: str, scene: str, listener_id: str, listener, mix) -> np.ndarray:
+        """The hearing-aid output ``(2, samples + flush)`` float64 at the chain rate for one system.
+
+        The input is followed by zeros that flush the chain (the enhancer's
+        latency plus the NAL-R filter order), so the output holds all of the
+        signal, as ``np.convolve``'s full output does in the challenge's evaluation.
+        """
+        from ..hearing_aid import hearing_aid_chain
+
+        s = self.settings
+        if system == "external":
+            x, fs = read_external(s.enhanced_dir, scene, listener_id)
+        else:
+            x, fs = mix
+        enhancer = self.enhancer if system == "enhanced" else None
+        if enhancer is not None and int(enhancer.fs) != s.rate:
+            # The enhancer runs at its own rate; the amplification at the scoring rate.
+            x = enhancer.process(_flushed(resample(x, fs, int(enhancer.fs)), enhancer.latency))
+            x, fs, enhancer = resample(x, int(enhancer.fs), s.rate), s.rate, None
+        chain = hearing_aid_chain(listener, s.rate, enhancer=enhancer, nalr_phase=s.nalr_phase, nfir=s.nfir)
+        tail = self.nfir + (enhancer.latency if enhancer is not None else 0)
+        return chain.process(_flushed(resample(x, fs, s.rate), tail)).astype(np.float64)
+
+    def score(self, scene: str, listener_id: str, systems) -> list[ScoreRow]:
+        """Rows for ``systems`` of one pair (metric noise re-seeded from the scene name per system)."""
+        from ..metrics import haspi_v2_better_ear, hasqi_v2_better_ear, scene_seed
+
+        s = self.settings
+        listener = self.listener(scene, listener_id)
+        ref = self.reference(scene)
+        mix = self.dataset.read(scene, "mix") if set(systems) - {"external"} else None
+        rows = []
+        for system in systems:
+            out = self.system_output(system, scene, listener_id, listener, mix)
+            rng = np.random.RandomState(scene_seed(scene))  # HASPI left, right, then HASQI left, right
+            try:
+                haspi = float(haspi_v2_better_ear(ref, out, s.rate, listener, level_db_spl=s.level_db_spl, rng=rng))
+                hasqi = float(hasqi_v2_better_ear(ref, out, s.rate, listener, level_db_spl=s.level_db_spl, rng=rng))
+            except RthaError as e:
+                raise RthaError(f"scene {scene}, listener {listener_id}, system {system}: {e}") from None
+            rows.append(ScoreRow(scene, listener_id, system, haspi, hasqi, 0.5 * (haspi + hasqi), self.configs[system]))
+        return rows

@@ -1,0 +1,129 @@
+"""Means with 95% confidence intervals per system, and paired differences against ``unprocessed``."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .results import METRICS, ScoreRow
+
+BASELINE = "unprocessed"
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Mean of ``n`` values with the half-width of its two-sided 95% t interval (NaN when n < 2)."""
+
+    n: int
+    mean: float
+    half_width: float
+
+    @classmethod
+    def of(cls, values) -> Estimate:
+        from scipy.stats import t
+
+        v = np.asarray(values, dtype=np.float64)
+        n = v.size
+        if n == 0:
+            return cls(0, math.nan, math.nan)
+        if n == 1:
+            return cls(1, float(v[0]), math.nan)
+        half = t.ppf(0.975, n - 1) * v.std(ddof=1) / math.sqrt(n)
+        return cls(n, float(v.mean()), float(half))
+
+    @property
+    def ci95(self) -> tuple[float, float]:
+        return (self.mean - self.half_width, self.mean + self.half_width)
+
+    def as_dict(self) -> dict:
+        ok = math.isfinite(self.half_width)
+        return {"n": self.n, "mean": self.mean, "ci95": list(self.ci95) if ok else None}
+
+    def text(self) -> str:
+        if self.n == 0:
+            return "-"
+        if not math.isfinite(self.half_width):
+            return f"{self.mean:.3f}"
+        return f"{self.mean:.3f} ± {self.half_width:.3f}"
+
+
+def system_estimates(rows: list[ScoreRow]) -> dict[str, dict[str, Estimate]]:
+    """``{system: {metric: Estimate}}`` over every row of that system."""
+    systems: dict[str, list[ScoreRow]] = {}
+    for row in rows:
+        systems.setdefault(row.system, []).append(row)
+    return {s: {m: Estimate.of([getattr(r, m) for r in rs]) for m in METRICS} for s, rs in systems.items()}
+
+
+def paired_differences(
+    rows: list[ScoreRow], baseline: str = BASELINE, by_scene: bool = False
+) -> dict[str, dict[str, Estimate]]:
+    """``{system: {metric: Estimate of (system - baseline)}}`` over the pairs both systems scored.
+
+    With ``by_scene`` the differences of a scene's listeners are averaged first,
+    so the interval treats scenes, not pairs, as the independent samples (the
+    listeners of one scene hear the same signals, so their pairs are correlated).
+    """
+    by_key = {row.key: row for row in rows}
+    out = {}
+    for system in sorted({r.system for r in rows} - {baseline}):
+        groups: dict[str, list[tuple[ScoreRow, ScoreRow]]] = {}
+        for row in rows:
+            base = by_key.get((row.scene, row.listener, baseline))
+            if row.system == system and base is not None:
+                groups.setdefault(row.scene if by_scene else f"{row.scene}/{row.listener}", []).append((row, base))
+        if groups:
+            out[system] = {
+                m: Estimate.of([np.mean([getattr(a, m) - getattr(b, m) for a, b in g]) for g in groups.values()])
+                for m in METRICS
+            }
+    return out
+
+
+def summary_dict(rows: list[ScoreRow]) -> dict:
+    """Means and differences (over pairs, and over scene means) as plain JSON-ready data."""
+    return {
+        "systems": {s: {m: e.as_dict() for m, e in ms.items()} for s, ms in system_estimates(rows).items()},
+        "differences": {
+            f"{s}-{BASELINE}": {m: e.as_dict() for m, e in ms.items()} for s, ms in paired_differences(rows).items()
+        },
+        "differences_by_scene": {
+            f"{s}-{BASELINE}": {m: e.as_dict() for m, e in ms.items()}
+            for s, ms in paired_differences(rows, by_scene=True).items()
+        },
+    }
+
+
+def summary_table(rows: list[ScoreRow], title: str = "scores"):
+    """A rich table: per system n and mean ± 95% CI half-width of each metric, then the paired differences."""
+    from rich.table import Table
+
+    table = Table(
+        title=f"{title}: mean ± 95% CI",
+        caption=f"Δ: paired difference against {BASELINE} over the same pairs (by scene: listeners averaged "
+        "per scene first); bold: the CI excludes 0",
+    )
+    table.add_column("system", no_wrap=True)
+    table.add_column("n", justify="right")
+    for m in METRICS:
+        table.add_column(m, justify="right")
+    for system, ests in sorted(system_estimates(rows).items()):
+        table.add_row(system, str(ests["combined"].n), *(ests[m].text() for m in METRICS))
+    differences = paired_differences(rows)
+    by_scene = paired_differences(rows, by_scene=True)
+    if differences:
+        table.add_section()
+    for system, ests in differences.items():
+        table.add_row(f"Δ {system}", str(ests["combined"].n), *(_highlighted(ests[m]) for m in METRICS))
+        scene_ests = by_scene[system]
+        table.add_row(f"Δ {system} by scene", str(scene_ests["combined"].n), *(_highlighted(scene_ests[m]) for m in METRICS))
+    return table
+
+
+def _highlighted(e: Estimate) -> str:
+    """Bold when the 95% interval excludes zero."""
+    lo, hi = e.ci95
+    excludes_zero = math.isfinite(e.half_width) and (lo > 0 or hi < 0)
+    return f"[bold]{e.text()}[/bold]" if excludes_zero else e.text()

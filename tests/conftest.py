@@ -1,0 +1,83 @@
+"""Shared fixtures: a JACK server for the tests that go through a real audio stream.
+
+``jack_server`` starts JACK2 on its dummy driver with a loopback driver
+(``tools/setup_audio.sh``, which apt-installs jackd2 and libportaudio2 when
+missing) under a server name of its own, so a user's running JACK is never
+touched. The live tests run ``rtha live`` in subprocesses and wire it with the
+JACK-Client package; this process never imports sounddevice, so stopping the
+server at the end cannot abort it. If JACK cannot run here, the tests that need
+it are skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+JACK_SERVER = "rtha-test"
+JACK_RATE = 16000
+JACK_PERIOD = 64
+
+
+@pytest.fixture(scope="session")
+def jack_server():
+    """``{"server", "rate", "period", "env"}`` of a running JACK server (started for the session)."""
+    env = dict(
+        JACK_DEFAULT_SERVER=JACK_SERVER,
+        JACK_NO_START_SERVER="1",  # libjack must never spawn a server with other settings
+        JACK_NO_AUDIO_RESERVATION="1",
+        AUDIO_STATE_DIR=os.environ.get("AUDIO_STATE_DIR", "/tmp/rtha-audio"),
+    )
+    if shutil.which("bash") is None:
+        pytest.skip("JACK tests need bash to run tools/setup_audio.sh")
+    script = [
+        "bash",
+        str(ROOT / "tools" / "setup_audio.sh"),
+        "start",
+        "--rate",
+        str(JACK_RATE),
+        "--period",
+        str(JACK_PERIOD),
+    ]
+    try:
+        r = subprocess.run(script, env={**os.environ, **env}, capture_output=True, text=True, timeout=900)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        pytest.skip(f"JACK could not be started with tools/setup_audio.sh: {e}")
+    if r.returncode != 0:
+        lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
+        pytest.skip(f"JACK could not be started with tools/setup_audio.sh: {' / '.join(lines[-3:]) or 'no output'}")
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)  # this process's JACK clients and the subprocesses find the server
+    try:
+        yield {"server": JACK_SERVER, "rate": JACK_RATE, "period": JACK_PERIOD, "env": dict(os.environ)}
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        subprocess.run(
+            ["bash", str(ROOT / "tools" / "setup_audio.sh"), "stop"],
+            env={**os.environ, **env},
+            capture_output=True,
+            timeout=60,
+        )
+
+
+@pytest.fixture(scope="session")
+def random_tiny_model(tmp_path_factory):
+    """A checkpoint of the ``tiny`` preset with random weights (seeded): the enhancer path without the trained model."""
+    import torch
+
+    from rtha.enhance import ConvTasNet, ConvTasNetConfig, save_checkpoint
+
+    torch.manual_seed(0)
+    model = ConvTasNet(ConvTasNetConfig.preset("tiny"))
+    path = tmp_path_factory.mktemp("models") / "random-tiny.pt"
+    save_checkpoint(path, model, {"note": "random weights, for tests"})
+    return path

@@ -1,0 +1,439 @@
+"""Train the causal Conv-TasNet on Clarity-format scenes: ``rtha train CONFIG.toml``.
+
+Negative SI-SDR loss, Adam with gradient clipping, a linear warm-up and
+halving on validation plateaus; SI-SDR improvement on the validation split
+every epoch. In ``output.dir``:
+
+    last.pt   best.pt   model checkpoints (``rtha.enhance.save_checkpoint``) with metadata
+    state.pt  everything needed to resume exactly: weights, optimizer, scheduler,
+              RNG states, epoch and step (written every ``checkpoint_every`` steps)
+    log.csv   one row per ``log_every`` training steps and per validation
+    config.toml  the config the run started with
+
+Resuming (``--resume``) continues from ``state.pt`` and gives the same losses as
+an uninterrupted run: batches and crops depend only on (seed, epoch, position).
+
+Runs on CPU or CUDA (``autocast`` on CUDA) and under ``torchrun`` with
+DistributedDataParallel: each process takes its share of every epoch through a
+``DistributedSampler``; rank 0 logs and writes checkpoints.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import platform
+import shutil
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, DistributedSampler
+
+from rtha.data import ClarityDataset, SceneSegments
+from rtha.enhance import ConvTasNet, save_checkpoint
+from rtha.errors import RthaError
+
+from .config import Config
+
+LOG_FIELDS = ("time", "epoch", "step", "phase", "loss", "si_sdri_db", "lr", "steps_per_s", "segments_per_s",
+              "audio_s_per_s")
+
+
+def si_sdr(est: torch.Tensor, ref: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Scale-invariant SDR in dB along the last axis, ``(..., samples) -> (...)``."""
+    est = est - est.mean(-1, keepdim=True)
+    ref = ref - ref.mean(-1, keepdim=True)
+    proj = (est * ref).sum(-1, keepdim=True) / (ref.pow(2).sum(-1, keepdim=True) + eps) * ref
+    noise = est - proj
+    return 10 * torch.log10((proj.pow(2).sum(-1) + eps) / (noise.pow(2).sum(-1) + eps))
+
+
+@dataclass
+class Dist:
+    """This process's place in a (possibly single-process) run."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def setup(cls) -> "Dist":
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world == 1:
+            return cls()
+        d = cls(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+        if torch.cuda.is_available():
+            torch.cuda.set_device(d.local_rank)
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        return d
+
+    def sum(self, *values: float) -> list[float]:
+        t = torch.tensor(values, dtype=torch.float64, device=_device(self))
+        if self.world > 1:
+            dist.all_reduce(t)
+        return t.tolist()
+
+
+def _device(d: Dist) -> torch.device:
+    return torch.device(f"cuda:{d.local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def hardware() -> str:
+    if torch.cuda.is_available():
+        return f"{torch.cuda.device_count()}x {torch.cuda.get_device_name(0)}"
+    return f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch thread(s)"
+
+
+class Trainer:
+    """One training run; :meth:`fit` trains until ``epochs`` (or ``max_steps``) are done."""
+
+    def __init__(self, cfg: Config, resume: bool = False, force: bool = False, max_steps: int | None = None,
+                 progress: bool = True):
+        self.cfg = cfg
+        self.dist = Dist.setup()
+        self.device = _device(self.dist)
+        self.out = Path(cfg.output.dir)
+        self.max_steps = max_steps
+        self.show_progress = progress and self.dist.main
+        t, dc = cfg.train, cfg.data
+        if t.threads:
+            torch.set_num_threads(t.threads)
+
+        state_file = self.out / "state.pt"
+        if resume and not state_file.is_file():
+            raise RthaError(f"--resume: {state_file} not found; start without --resume")
+        if not resume and state_file.exists() and not force:
+            raise RthaError(f"{self.out} already holds a run; pass --resume to continue it or --force to start over")
+
+        self.model_cfg = cfg.model_config()
+        fs = self.model_cfg.sample_rate
+        self.train_set = SceneSegments(ClarityDataset(dc.root, dc.train_split), sample_rate=fs,
+                                       segment_s=dc.segment_s, target=dc.target, channel=dc.channel, ears=dc.ears,
+                                       seed=t.seed)
+        self.valid_set = SceneSegments(ClarityDataset(dc.root, dc.valid_split), sample_rate=fs, segment_s=None,
+                                       target=dc.target, channel=dc.channel, ears=dc.ears, seed=t.seed,
+                                       max_scenes=dc.valid_max_scenes or None)
+        self.sampler = DistributedSampler(self.train_set, num_replicas=self.dist.world, rank=self.dist.rank,
+                                          shuffle=True, seed=t.seed, drop_last=True)
+        per_pass = len(self.sampler) // t.batch_size
+        if per_pass < 1:
+            raise RthaError(
+                f"{len(self.train_set)} training segments are fewer than one batch of {t.batch_size} per process"
+            )
+        self.steps_per_epoch = min(t.steps_per_epoch, per_pass) if t.steps_per_epoch else per_pass
+
+        torch.manual_seed(t.seed)
+        self.model = ConvTasNet(self.model_cfg).to(self.device)
+        self.net = self.model
+        if self.dist.world > 1:
+            ids = [self.dist.local_rank] if self.device.type == "cuda" else None
+            self.net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+        self.lr_scale = 1.0  # halved on validation plateaus
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda step: self._lr_factor(step))
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.amp)
+        self.use_amp = self.device.type == "cuda" and self.amp_dtype is not None
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
+
+        self.epoch = 0
+        self.step_in_epoch = 0
+        self.global_step = 0
+        self.best = -math.inf
+        self.bad_epochs = 0
+        self.elapsed = 0.0  # training seconds, summed over resumed sessions
+        self.last_metrics: dict = {}
+        self.stopped = False
+        if resume:
+            self._load_state(state_file)
+        elif self.dist.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            for name in ("log.csv", "state.pt", "last.pt", "best.pt"):
+                (self.out / name).unlink(missing_ok=True)
+            if cfg.source:
+                shutil.copyfile(cfg.source, self.out / "config.toml")
+        self.writer = self._tensorboard()
+
+    # ------------------------------------------------------------------ schedule
+
+    def _lr_factor(self, step: int) -> float:
+        warm = self.cfg.train.warmup_steps
+        return self.lr_scale * (min(1.0, (step + 1) / warm) if warm > 0 else 1.0)
+
+    @property
+    def total_steps(self) -> int:
+        total = self.cfg.train.epochs * self.steps_per_epoch
+        return min(total, self.max_steps) if self.max_steps else total
+
+    # ------------------------------------------------------------------ state
+
+    def _state(self) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "scheduler": self.sched.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "epoch": self.epoch,
+            "step_in_epoch": self.step_in_epoch,
+            "global_step": self.global_step,
+            "best": self.best,
+            "bad_epochs": self.bad_epochs,
+            "lr_scale": self.lr_scale,
+            "elapsed": self.elapsed,
+            "last_metrics": self.last_metrics,
+        }
+
+    def _load_state(self, path: Path) -> None:
+        try:
+            s = torch.load(path, map_location="cpu", weights_only=True)
+            self.model.load_state_dict(s["model"])
+            self.opt.load_state_dict(s["optimizer"])
+            self.sched.load_state_dict(s["scheduler"])
+            self.scaler.load_state_dict(s["scaler"])
+        except (RuntimeError, KeyError, EOFError, ValueError) as e:
+            raise RthaError(f"{path}: cannot resume from it ({str(e).splitlines()[0] if str(e) else e!r})") from None
+        torch.set_rng_state(s["torch_rng"])
+        if s["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(s["cuda_rng"])
+        for key in ("epoch", "step_in_epoch", "global_step", "best", "bad_epochs", "lr_scale", "elapsed",
+                    "last_metrics"):
+            setattr(self, key, s[key])
+        self._truncate_log()
+
+    def _truncate_log(self) -> None:
+        """Drop log rows written after the state being resumed (the work is redone)."""
+        log = self.out / "log.csv"
+        if not self.dist.main or not log.is_file():
+            return
+        with open(log, newline="") as fh:
+            rows = [r for r in csv.DictReader(fh) if int(r["step"]) <= self.global_step]
+        with open(log, "w", newline="") as fh:
+            w = csv.DictWriter(fh, LOG_FIELDS)
+            w.writeheader()
+            w.writerows(rows)
+
+    def _metadata(self) -> dict:
+        gen = Path(self.cfg.data.root) / "metadata" / "generation.json"
+        data = {"root": str(self.cfg.data.root), "train_split": self.cfg.data.train_split,
+                "valid_split": self.cfg.data.valid_split, "target": self.cfg.data.target,
+                "channel": self.cfg.data.channel, "train_segments": len(self.train_set)}
+        if gen.is_file():
+            import json
+
+            g = json.loads(gen.read_text())
+            data["generation"] = {k: g.get(k) for k in ("generator", "num_scenes", "seed", "config", "licences")}
+        return {
+            "data": data,
+            "steps": self.global_step,
+            "epoch": self.epoch,
+            "metrics": self.last_metrics,
+            "training_time_s": round(self.elapsed, 1),
+            "hardware": hardware(),
+            "world_size": self.dist.world,
+            "train_config": self.cfg.to_dict(),
+        }
+
+    def save(self, best: bool = False) -> None:
+        """Write ``state.pt`` and ``last.pt`` (and ``best.pt``); rank 0 only."""
+        if not self.dist.main:
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        tmp = self.out / "state.pt.partial"
+        torch.save(self._state(), tmp)
+        os.replace(tmp, self.out / "state.pt")
+        meta = self._metadata()
+        save_checkpoint(self.out / "last.pt", self.model, meta)
+        if best:
+            save_checkpoint(self.out / "best.pt", self.model, meta)
+
+    # ------------------------------------------------------------------ logging
+
+    def _tensorboard(self):
+        if not self.dist.main:
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # optional: tensorboard is not a dependency
+            return None
+        return SummaryWriter(str(self.out / "tensorboard"))
+
+    def log(self, row: dict) -> None:
+        if not self.dist.main:
+            return
+        log = self.out / "log.csv"
+        new = not log.exists()
+        with open(log, "a", newline="") as fh:
+            w = csv.DictWriter(fh, LOG_FIELDS)
+            if new:
+                w.writeheader()
+            w.writerow({"time": round(time.time(), 1), **row})
+        if self.writer is not None:
+            for key in ("loss", "si_sdri_db", "lr", "segments_per_s"):
+                if row.get(key) not in (None, ""):
+                    self.writer.add_scalar(f"{row['phase']}/{key}", float(row[key]), row["step"])
+
+    # ------------------------------------------------------------------ steps
+
+    def _batches(self, epoch: int, skip: int) -> DataLoader:
+        """This epoch's batches for this process, after the first ``skip`` (already done)."""
+        self.sampler.set_epoch(epoch)
+        self.train_set.set_epoch(epoch)
+        b = self.cfg.train.batch_size
+        order = list(self.sampler)
+        batches = [order[i * b : (i + 1) * b] for i in range(skip, self.steps_per_epoch)]
+        return DataLoader(self.train_set, batch_sampler=batches, num_workers=self.cfg.data.num_workers,
+                          pin_memory=self.device.type == "cuda")
+
+    def train_step(self, mix: torch.Tensor, target: torch.Tensor) -> float:
+        self.net.train()
+        mix, target = mix.to(self.device, non_blocking=True), target.to(self.device, non_blocking=True)
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.bfloat16, enabled=self.use_amp):
+            est = self.net(mix)[:, 0]
+        loss = -si_sdr(est.float(), target).mean()
+        if not torch.isfinite(loss):
+            raise RuntimeError(f"loss became {loss.item()} at step {self.global_step}; lower the learning rate")
+        self.opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.cfg.train.grad_clip > 0:
+            self.scaler.unscale_(self.opt)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        self.sched.step()
+        return loss.item()
+
+    @torch.no_grad()
+    def validate(self) -> float:
+        """Mean SI-SDR improvement (dB) of the model over the mixture on the validation split."""
+        self.model.eval()
+        total, count = 0.0, 0
+        for i in range(self.dist.rank, len(self.valid_set), self.dist.world):
+            mix, target = (x.to(self.device)[None] for x in self.valid_set[i])
+            with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.bfloat16, enabled=self.use_amp):
+                est = self.model(mix)[:, 0]
+            total += (si_sdr(est.float(), target) - si_sdr(mix, target)).item()
+            count += 1
+        total, count = self.dist.sum(total, count)
+        return total / max(count, 1)
+
+    # ------------------------------------------------------------------ loop
+
+    def fit(self) -> dict:
+        """Train; returns the last metrics.
+
+        Ctrl-C or SIGTERM finishes the current step, saves a resumable state and
+        returns (``self.stopped`` is then true); a second Ctrl-C stops at once.
+        """
+        stop = {"now": False}
+
+        def on_signal(signum, frame):
+            if stop["now"] and signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            stop["now"] = True
+
+        handled = (signal.SIGINT, signal.SIGTERM)
+        old = [signal.signal(s, on_signal) for s in handled] if _main_thread() else []
+        try:
+            with self._progress() as progress:
+                self._loop(progress, stop)
+        finally:
+            for s, handler in zip(handled, old):
+                signal.signal(s, handler)
+            if self.writer is not None:
+                self.writer.close()
+            if self.dist.world > 1:
+                dist.destroy_process_group()
+        self.stopped = stop["now"]
+        return self.last_metrics
+
+    def _progress(self):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+            TimeRemainingColumn
+
+        return Progress(
+            TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]:.2f} dB  {task.fields[sps]:.2f} steps/s  "
+                       "valid SI-SDRi {task.fields[sdri]}"),
+            TimeElapsedColumn(), TimeRemainingColumn(), disable=not self.show_progress,
+        )
+
+    def _loop(self, progress, stop) -> None:
+        t, b = self.cfg.train, self.cfg.train.batch_size
+        seg_len = self.cfg.data.segment_s
+        task = progress.add_task("train", total=self.total_steps, completed=self.global_step, epoch=self.epoch,
+                                 loss=float("nan"), sps=0.0, sdri=self.last_metrics.get("valid_si_sdri_db", "-"))
+        window_loss, window_n, window_t = 0.0, 0, time.perf_counter()
+        while self.epoch < t.epochs:
+            for mix, target in self._batches(self.epoch, self.step_in_epoch):
+                if self.max_steps and self.global_step >= self.max_steps:
+                    break
+                t0 = time.perf_counter()
+                loss = self.train_step(mix, target)
+                self.elapsed += time.perf_counter() - t0
+                self.global_step += 1
+                self.step_in_epoch += 1
+                window_loss, window_n = window_loss + loss, window_n + 1
+                now = time.perf_counter()
+                sps = window_n / max(now - window_t, 1e-9)
+                progress.update(task, completed=self.global_step, epoch=self.epoch, loss=loss, sps=sps)
+                if self.global_step % t.log_every == 0:
+                    segs = sps * b * self.dist.world
+                    self.last_metrics["train_loss"] = round(window_loss / window_n, 4)
+                    # Full precision: resumed and uninterrupted runs can be compared exactly.
+                    self.log({"epoch": self.epoch, "step": self.global_step, "phase": "train",
+                              "loss": window_loss / window_n, "si_sdri_db": "",
+                              "lr": f"{self.sched.get_last_lr()[0]:.3g}", "steps_per_s": round(sps, 4),
+                              "segments_per_s": round(segs, 3), "audio_s_per_s": round(segs * seg_len, 3)})
+                    self.last_metrics["segments_per_s"] = round(segs, 3)
+                    window_loss, window_n, window_t = 0.0, 0, now
+                if self.global_step % t.checkpoint_every == 0 or stop["now"]:
+                    self.save()
+                if stop["now"]:
+                    return
+            if self.max_steps and self.global_step >= self.max_steps:
+                self.save()
+                return
+            self._end_epoch(progress, task)
+
+    def _end_epoch(self, progress, task) -> None:
+        sdri = self.validate()
+        self.last_metrics["valid_si_sdri_db"] = round(sdri, 3)
+        improved = sdri > self.best
+        if improved:
+            self.best, self.bad_epochs = sdri, 0
+            self.last_metrics["best_valid_si_sdri_db"] = round(sdri, 3)
+        else:
+            self.bad_epochs += 1
+            if self.cfg.train.lr_patience and self.bad_epochs >= self.cfg.train.lr_patience:
+                self.lr_scale, self.bad_epochs = self.lr_scale / 2, 0
+        self.log({"epoch": self.epoch, "step": self.global_step, "phase": "valid", "loss": "",
+                  "si_sdri_db": round(sdri, 3), "lr": f"{self.sched.get_last_lr()[0]:.3g}", "steps_per_s": "",
+                  "segments_per_s": "", "audio_s_per_s": ""})
+        progress.update(task, sdri=f"{sdri:.2f} dB")
+        self.epoch += 1
+        self.step_in_epoch = 0
+        self.save(best=improved)
+
+
+def train(cfg: Config, resume: bool = False, force: bool = False, max_steps: int | None = None,
+          progress: bool = True) -> Trainer:
+    """Train with ``cfg``; returns the finished :class:`Trainer` (``last_metrics``, ``global_step``...)."""
+    trainer = Trainer(cfg, resume=resume, force=force, max_steps=max_steps, progress=progress)
+    trainer.fit()
+    return trainer
