@@ -218,3 +218,14 @@ def test_cln_statistics_are_those_of_all_frames_so_far(model, backend):
     stats = enh.cln_statistics()
     assert stats.shape == (1 + 2 * SMALL.R * SMALL.X, 1, 2)
     np.testing.assert_allclose(stats[0, 0], [w.mean().item(), w.var(unbiased=False).item()], rtol=1e-6)
+
+
+def test_threads_are_set_and_checked(model):
+    before = torch.get_num_threads()
+    try:
+        StreamingEnhancer(model, threads=1)
+        assert torch.get_num_threads() == 1
+        with pytest.raises(RthaError, match="threads"):
+            StreamingEnhancer(model, threads=0)
+    finally:
+        torch.set_num_threads(before)

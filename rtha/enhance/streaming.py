@@ -281,6 +281,9 @@ class StreamingEnhancer(Stage):
             self._engine = NumbaEngine(weights, cfg, decay)
         else:
             self._engine = TorchEngine(weights, cfg, decay, device)
+        # compile (numba) / initialise (CUDA) now, not on the first audio block
+        self._engine.reset(1)
+        self._engine.step(np.zeros((1, 1, cfg.L), np.float32))
         if block_size is not None and block_size > 0 and block_size % cfg.hop == 0:
             self.latency = cfg.L - cfg.hop
             self.aligned = True
