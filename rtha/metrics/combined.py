@@ -18,7 +18,7 @@ import hashlib
 import numpy as np
 
 from ..audiogram import Listener
-from .haspi import _check_stereo, haspi_v2_better_ear
+from .haspi import check_stereo, haspi_v2_better_ear
 from .hasqi import hasqi_v2
 
 #: dB SPL of a signal with RMS 1 in the challenge's evaluation.
@@ -48,8 +48,8 @@ def hasqi_v2_better_ear(
         level_db_spl: dB SPL of a signal with RMS 1.
         rng: noise source, used by the left ear then the right; None: ``RandomState(0)``.
     """
-    ref_lr = _check_stereo(ref_lr, "reference")
-    proc_lr = _check_stereo(proc_lr, "processed signal")
+    ref_lr = check_stereo(ref_lr, "reference")
+    proc_lr = check_stereo(proc_lr, "processed signal")
     rng = np.random.RandomState(0) if rng is None else rng
     scores = [
         hasqi_v2(ref, proc, fs, audiogram, level_db_spl=level_db_spl, rng=rng)[0]

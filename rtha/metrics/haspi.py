@@ -258,7 +258,8 @@ def haspi_v2(
     return neural_network_ensemble(raw), raw
 
 
-def _check_stereo(x, name: str) -> np.ndarray:
+def check_stereo(x, name: str) -> np.ndarray:
+    """``x`` as float64 ``(2, samples)`` (left, right); SignalError naming ``name`` otherwise."""
     x = np.asarray(x, dtype=np.float64)
     if x.ndim != 2 or x.shape[0] != 2:
         raise SignalError(f"{name} has shape {x.shape}; expected (2, samples): left and right ears")
@@ -283,8 +284,8 @@ def haspi_v2_better_ear(
             pyclarity's ``haspi_v2_be`` after one ``numpy.random.seed``);
             default ``RandomState(0)``.
     """
-    ref_lr = _check_stereo(ref_lr, "reference")
-    proc_lr = _check_stereo(proc_lr, "processed signal")
+    ref_lr = check_stereo(ref_lr, "reference")
+    proc_lr = check_stereo(proc_lr, "processed signal")
     rng = _rng(rng)
     return max(
         haspi_v2(ref_lr[ear], proc_lr[ear], fs, audiogram, level_db_spl, rng)[0]
