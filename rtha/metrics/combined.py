@@ -18,7 +18,7 @@ import hashlib
 import numpy as np
 
 from ..audiogram import Listener
-from .haspi import check_stereo, haspi_v2_better_ear
+from .haspi import better_ear, haspi_v2_better_ear
 from .hasqi import hasqi_v2
 
 #: dB SPL of a signal with RMS 1 in the challenge's evaluation.
@@ -48,14 +48,7 @@ def hasqi_v2_better_ear(
         level_db_spl: dB SPL of a signal with RMS 1.
         rng: noise source, used by the left ear then the right; None: ``RandomState(0)``.
     """
-    ref_lr = check_stereo(ref_lr, "reference")
-    proc_lr = check_stereo(proc_lr, "processed signal")
-    rng = np.random.RandomState(0) if rng is None else rng
-    scores = [
-        hasqi_v2(ref, proc, fs, audiogram, level_db_spl=level_db_spl, rng=rng)[0]
-        for ref, proc, audiogram in zip(ref_lr, proc_lr, listener.ears)
-    ]
-    return max(scores)
+    return better_ear(hasqi_v2, ref_lr, proc_lr, fs, listener, level_db_spl, rng)
 
 
 def icassp2023_score(

@@ -284,10 +284,19 @@ def haspi_v2_better_ear(
             pyclarity's ``haspi_v2_be`` after one ``numpy.random.seed``);
             default ``RandomState(0)``.
     """
+    return better_ear(haspi_v2, ref_lr, proc_lr, fs, listener, level_db_spl, rng)
+
+
+def better_ear(metric, ref_lr, proc_lr, fs, listener, level_db_spl, rng) -> float:
+    """The larger of ``metric(ref, proc, fs, audiogram, level_db_spl=, rng=)[0]`` over both ears.
+
+    ``ref_lr``/``proc_lr`` are ``(2, samples)`` (left, right); one ``rng`` stream
+    serves both ears, the left drawing first (default ``RandomState(0)``).
+    """
     ref_lr = check_stereo(ref_lr, "reference")
     proc_lr = check_stereo(proc_lr, "processed signal")
     rng = _rng(rng)
     return max(
-        haspi_v2(ref_lr[ear], proc_lr[ear], fs, audiogram, level_db_spl, rng)[0]
-        for ear, audiogram in enumerate(listener.ears)
+        metric(ref, proc, fs, audiogram, level_db_spl=level_db_spl, rng=rng)[0]
+        for ref, proc, audiogram in zip(ref_lr, proc_lr, listener.ears)
     )
