@@ -28,6 +28,26 @@ _EPS = 1e-8  # added to the mean square, as in pyclarity
 
 
 @njit(cache=True)
+def _window_sum(row):
+    """Exact sum of ``row`` with eight partial sums (an eighth of a serial add chain)."""
+    acc = np.zeros(8)
+    width = row.shape[0]
+    whole = width - width % 8
+    for k in range(0, whole, 8):
+        for j in range(8):
+            acc[j] += row[k + j]
+    s = 0.0
+    for k in range(whole, width):
+        s += row[k]
+    for j in range(8):
+        s += acc[j]
+    return s
+
+
+# "contract" lets LLVM fuse the gain update into one FMA: the gain recurrence is
+# the serial chain that bounds the speed. The reciprocal multiply avoids a
+# division per sample; both change results by at most an ulp or so.
+@njit(cache=True, fastmath={"contract"})
 def _compress(x, y, gains, ring, sums, gain, pos, threshold, attenuation, attack, release, makeup):
     """Run the recurrence over one block, updating the state arrays in place.
 
@@ -37,7 +57,10 @@ def _compress(x, y, gains, ring, sums, gain, pos, threshold, attenuation, attack
     """
     n_ch, n = x.shape
     width = ring.shape[1]
+    inv_width = 1.0 / width
     hold = (1.0 - attenuation) * threshold
+    keep_attack = 1.0 - attack
+    keep_release = 1.0 - release
     for c in range(n_ch):
         p = pos[0]
         s = sums[c]
@@ -50,14 +73,12 @@ def _compress(x, y, gains, ring, sums, gain, pos, threshold, attenuation, attack
             p += 1
             if p == width:
                 p = 0
-                s = 0.0  # exact recompute once per window: no drift
-                for k in range(width):
-                    s += ring[c, k]
-            rms = np.sqrt(max(s, 0.0) / width + _EPS)
+                s = _window_sum(ring[c])  # exact recompute once per window: no drift
+            rms = np.sqrt(max(s, 0.0) * inv_width + _EPS)
             if rms > threshold:
-                g = g * (1.0 - attack) + (rms * attenuation + hold) * attack
+                g = g * keep_attack + (rms * attenuation + hold) * attack
             else:
-                g = release + g * (1.0 - release)
+                g = release + g * keep_release
             gains[c, i] = g
             y[c, i] = v * g * makeup
         sums[c] = s
