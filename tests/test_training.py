@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -72,6 +73,8 @@ def test_training_writes_checkpoints_logs_and_validates(scenes, tmp_path):
     assert raw["metadata"]["train_config"]["train"]["batch_size"] == 2
     result = evaluate(tmp_path / "run" / "best.pt", scenes, "test")
     assert result["segments"] == 2 and set(result) >= {"si_sdr_mix_db", "si_sdr_enhanced_db", "si_sdri_db"}
+    assert set(result["by_interferer"]) <= {"with a competing talker", "noise and babble only"}
+    assert result["by_interferer"] and all(math.isfinite(v) for v in result["by_interferer"].values())
 
 
 def test_resume_reproduces_the_uninterrupted_run_exactly(scenes, tmp_path):
