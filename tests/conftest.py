@@ -1,9 +1,10 @@
 """Shared fixtures: a JACK server for the tests that go through a real audio stream.
 
-``jack_server`` starts JACK2 on its dummy driver with a loopback driver
-(``tools/setup_audio.sh``, which apt-installs jackd2 and libportaudio2 when
-missing) under a server name of its own, so a user's running JACK is never
-touched. The live tests run ``rtha live`` in subprocesses and wire it with the
+``jack_server`` starts JACK2 on its dummy driver with a loopback driver, in
+synchronous mode (``tools/setup_audio.sh``, which apt-installs jackd2 and
+libportaudio2 when missing) under a server name of its own
+(``RTHA_TEST_JACK_SERVER``, default ``rtha-test``), so a user's running JACK is
+never touched. The live tests run ``rtha live`` in subprocesses and wire it with the
 JACK-Client package; this process never imports sounddevice, so stopping the
 server at the end cannot abort it. If JACK cannot run here, the tests that need
 it are skipped with the reason.
@@ -19,14 +20,21 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-JACK_SERVER = "rtha-test"
+JACK_SERVER = os.environ.get("RTHA_TEST_JACK_SERVER", "rtha-test")
 JACK_RATE = 16000
-JACK_PERIOD = 64
+#: JACK period (frames). The dummy driver counts an xrun whenever a cycle ends
+#: after the next one is due, so with a 64-frame (4 ms) period every stall of
+#: the machine longer than 4 ms is an xrun: on a loaded 2-core VM the host takes
+#: the CPUs away for 5-35 ms dozens of times a minute, whatever runs in it (a C
+#: SCHED_FIFO thread and JACK's own C example client see the same stalls). 1024 frames
+#: (64 ms) outlasts those stalls; the stream still runs 64-sample blocks (16 per
+#: JACK cycle), whose compute deadline rtha checks itself (deadline misses).
+JACK_PERIOD = int(os.environ.get("RTHA_TEST_JACK_PERIOD", "1024"))  # 64 reproduces the 4 ms-period xruns
 
 
 @pytest.fixture(scope="session")
 def jack_server():
-    """``{"server", "rate", "period", "env"}`` of a running JACK server (started for the session)."""
+    """``{"server", "rate", "period", "pid", "env"}`` of a running JACK server (started for the session)."""
     env = dict(
         JACK_DEFAULT_SERVER=JACK_SERVER,
         JACK_NO_START_SERVER="1",  # libjack must never spawn a server with other settings
@@ -43,6 +51,7 @@ def jack_server():
         str(JACK_RATE),
         "--period",
         str(JACK_PERIOD),
+        "--sync",
     ]
     try:
         r = subprocess.run(script, env={**os.environ, **env}, capture_output=True, text=True, timeout=900)
@@ -54,7 +63,8 @@ def jack_server():
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)  # this process's JACK clients and the subprocesses find the server
     try:
-        yield {"server": JACK_SERVER, "rate": JACK_RATE, "period": JACK_PERIOD, "env": dict(os.environ)}
+        pid = int((Path(env["AUDIO_STATE_DIR"]) / f"jackd-{JACK_SERVER}.pid").read_text())
+        yield {"server": JACK_SERVER, "rate": JACK_RATE, "period": JACK_PERIOD, "pid": pid, "env": dict(os.environ)}
     finally:
         for k, v in saved.items():
             if v is None:

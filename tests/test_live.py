@@ -7,11 +7,15 @@ chain saw and produced; the tests check that
 * the stream's input is the harness's signal, bit for bit (after JACK's lag);
 * the captured output equals the offline chain run over that input (<= 1e-5);
 * the measured loop latency (GCC-PHAT, signal -> capture) equals the reported
-  algorithmic latency plus JACK's transport lag, a whole number of periods.
+  algorithmic latency plus JACK's transport lag: one JACK period plus the one
+  stream block that PortAudio's JACK API always buffers;
+* no xrun came mid-stream (JACK in synchronous mode; see ``conftest.JACK_PERIOD``
+  for why its period is long).
 
 ``rtha live`` runs as a subprocess (its real entry point), so this process never
 loads PortAudio. Each run streams about 4 s (``RTHA_LIVE_SECONDS`` sets the
-signal length, e.g. 60 for a soak run).
+signal length); the soak with the shipped model streams
+``RTHA_LIVE_SOAK_SECONDS`` (default 10; 60 for the target's full minute).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -36,12 +41,14 @@ pytestmark = pytest.mark.usefixtures("jack_server")
 
 #: Seconds of test signal per live run; RTHA_LIVE_SECONDS=60 gives the long soak run.
 SIGNAL_S = float(os.environ.get("RTHA_LIVE_SECONDS", "2"))
+#: Seconds of the soak run with the shipped model.
+SOAK_S = float(os.environ.get("RTHA_LIVE_SOAK_SECONDS", "10"))
 MARGIN_S = 2.0
 
 
-def test_signal(fs: int = 16000) -> np.ndarray:
-    """``SIGNAL_S`` seconds of noisy speech-like sound, float32 (not a test itself)."""
-    s = synthetic_speech(SIGNAL_S, fs, seed=3)
+def test_signal(seconds: float, fs: int = 16000) -> np.ndarray:
+    """``seconds`` of noisy speech-like sound, float32 (not a test itself)."""
+    s = synthetic_speech(seconds, fs, seed=3)
     return mix_at_snr(s, speech_shaped_noise(s.size, fs, seed=4), 10.0, rms=0.08)
 
 
@@ -52,12 +59,14 @@ class Harness:
     """A JACK client that plays ``signal`` into the stream under test and records its output.
 
     Once wired it plays ``PREROLL_S`` of silence first, so that the stream is
-    surely running when the signal starts.
+    surely running when the signal starts. With ``stall_at`` (a harness frame)
+    its process callback sleeps ``stall_s`` once there: in synchronous mode the
+    whole JACK cycle waits for it, which the server reports as an xrun.
     """
 
     PREROLL_S = 0.25
 
-    def __init__(self, signal: np.ndarray, capture_s: float) -> None:
+    def __init__(self, signal: np.ndarray, capture_s: float, stall_at: int | None = None, stall_s: float = 0.2) -> None:
         import jack
 
         self.client = jack.Client("rtha-harness", no_start_server=True)
@@ -69,6 +78,7 @@ class Harness:
         self.ins = [self.client.inports.register(f"in_{i + 1}") for i in range(2)]
         self.go = False
         self.pos = 0
+        self.stall_at, self.stall_s = stall_at, stall_s
         self.done = threading.Event()
         self.client.set_process_callback(self._process)
 
@@ -87,6 +97,8 @@ class Harness:
         else:
             self.done.set()
         self.pos = p + frames
+        if self.stall_at is not None and p <= self.stall_at < p + frames:
+            time.sleep(self.stall_s)
 
     def wire(self, proc: subprocess.Popen, timeout: float = 300.0) -> None:
         """Wait for the stream's ports, then take over its input and listen to its output."""
@@ -110,20 +122,24 @@ class Harness:
         self.go = True
 
 
-def run_live(tmp_path, options: list[str]) -> dict:
-    """Run ``rtha live`` on the JACK ``system`` device fed by the harness; gather everything."""
-    signal = test_signal()
+def run_live(tmp_path, options: list[str], seconds: float = SIGNAL_S, stall_at: int | None = None) -> dict:
+    """Run ``rtha live`` on the JACK ``system`` device fed by the harness for ``seconds`` of signal; gather everything.
+
+    ``stall_at``: a harness frame where the harness stalls the JACK graph once (see :class:`Harness`).
+    """
+    signal = test_signal(seconds)
     record, report = tmp_path / "rec.wav", tmp_path / "live.json"
     argv = ["live", "--input", "system", "--output", "system", "--block", "64", *options]
-    cmd = [sys.executable, "-m", "rtha", *argv, "--duration", str(SIGNAL_S + MARGIN_S)]
+    cmd = [sys.executable, "-m", "rtha", *argv, "--duration", str(seconds + MARGIN_S)]
     cmd += ["--record", str(record), "--report", str(report)]
-    harness = Harness(signal, SIGNAL_S + Harness.PREROLL_S + 0.5)
+    harness = Harness(signal, seconds + Harness.PREROLL_S + 0.5, stall_at=stall_at)
     with harness.client:
+        period = harness.client.blocksize
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             harness.wire(proc)
-            finished = harness.done.wait(SIGNAL_S + 60)
-            out, err = proc.communicate(timeout=SIGNAL_S + 120)
+            finished = harness.done.wait(seconds + 60)
+            out, err = proc.communicate(timeout=seconds + 120)
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -139,6 +155,8 @@ def run_live(tmp_path, options: list[str]) -> dict:
         "rec_in": rec[:, 0],
         "rec_out": rec[:, 1:].T,
         "fs": fs,
+        "seconds": seconds,
+        "period": period,
         "summary": summary,
         "args": build_parser().parse_args(argv),
         "stdout": out,
@@ -151,13 +169,15 @@ def offset_of(needle: np.ndarray, hay: np.ndarray) -> int:
     return lag
 
 
-def check_live_equals_offline(r: dict, pure_delay: bool = True) -> dict:
+def check_live_equals_offline(r: dict, pure_delay: bool = True, midstream_xruns: int = 0) -> dict:
     """The assertions shared by the live tests; returns the measured numbers.
 
     With ``pure_delay`` the chain's algorithmic latency is its whole delay (no
     enhancer, linear-phase NAL-R), so the loop latency found by correlation
-    must be exactly that plus JACK's lag.
+    must be exactly that plus JACK's lag. ``midstream_xruns``: how many xruns
+    the run must report mid-stream.
     """
+    s = r["summary"]
     sig, cap, rec_in, rec_out = r["signal"], r["capture"], r["rec_in"], r["rec_out"]
     n = sig.size
     # 1. the chain's input is the harness signal, bit for bit, after JACK's input lag
@@ -175,17 +195,28 @@ def check_live_equals_offline(r: dict, pure_delay: bool = True) -> dict:
     assert m >= n
     diff = np.max(np.abs(cap[:, j0 : j0 + m] - offline[:, j0 + b : j0 + b + m]))
     assert diff <= 1e-5
-    # 4. loop latency = algorithmic latency + JACK's lag (whole periods); the
-    # harness's clock starts r["preroll"] samples before the signal
-    s = r["summary"]
+    # 4. loop latency = algorithmic latency + JACK's lag: the harness hears the
+    # stream's output one JACK cycle later, and PortAudio's JACK API buffers
+    # one stream block; the harness's clock starts r["preroll"] samples before the signal
     jack_lag = (a - r["preroll"]) - b
     loop, _ = delay_by_gcc_phat(sig.astype(np.float64), cap[0, r["preroll"] :].astype(np.float64), 4000)
     assert s["algorithmic_latency_samples"] == setup.chain.latency
-    assert jack_lag > 0 and jack_lag % 64 == 0
+    assert jack_lag == r["period"] + s["block"]
     if pure_delay:
         assert loop == s["algorithmic_latency_samples"] + jack_lag
-    assert s["callbacks"] >= (SIGNAL_S + MARGIN_S) * r["fs"] / 64
-    return {"max_diff": float(diff), "jack_lag": jack_lag, "loop": loop, "xruns": s["status_flags"]}
+    assert s["callbacks"] >= (r["seconds"] + MARGIN_S) * r["fs"] / s["block"]
+    measured = {
+        "max_diff": float(diff),
+        "signal_at_block": (a - r["preroll"]) // s["block"],  # rtha's block index = harness frame // block + this
+        "jack_lag": jack_lag,
+        "loop": loop,
+        "xruns": s["xruns"],
+        "p99_ms": round(s["p99_ms"], 3),
+        "deadline_misses": s["deadline_misses"],
+    }
+    # 5. xruns mid-stream (JACK period r["period"]; see conftest.JACK_PERIOD)
+    assert s["xruns"]["mid_stream"] == midstream_xruns, f"{measured}; audio thread {s['callback_thread']}"
+    return measured
 
 
 def test_live_no_enhancer_linear_nalr_equals_offline_and_latency_adds_up(tmp_path):
@@ -201,6 +232,34 @@ def test_live_with_enhancer_equals_offline(tmp_path, random_tiny_model):
     r = run_live(tmp_path, ["--model", str(random_tiny_model), "--listener", "mild"])
     m = check_live_equals_offline(r, pure_delay=False)
     print(f"\nlive (tiny enhancer, random weights): {m}")
+
+
+def test_live_shipped_model_soak_no_midstream_xruns(tmp_path):
+    # the target's setting: shipped default model, 4 ms blocks, 1 thread, over SOAK_S seconds
+    r = run_live(tmp_path, ["--listener", "moderate", "--threads", "1"], seconds=SOAK_S)
+    assert r["summary"]["enhancer"], "the shipped model models/default.pt is missing"
+    m = check_live_equals_offline(r, pure_delay=False)
+    s = r["summary"]
+    print(f"\nlive soak {SOAK_S:g} s (default model): {m}, rtf {s['rtf']:.3f}, audio thread {s['callback_thread']}")
+
+
+def test_a_stalled_jack_cycle_is_one_midstream_xrun_and_loses_no_data(tmp_path):
+    # the negative control of the zero-xrun checks: the harness holds one JACK
+    # cycle for 0.2 s (> the 64 ms period) 1 s into the signal
+    stall_at = Harness.PREROLL_S * 16000 + 16000
+    r = run_live(tmp_path, ["--no-enhancer", "--listener", "mild"], stall_at=int(stall_at))
+    m = check_live_equals_offline(r, pure_delay=False, midstream_xruns=1)  # synchronous mode: still bit-exact
+    # PortAudio flags a callback shortly after the stall (the server notifies xruns asynchronously)
+    stall_block = int(stall_at) // 64 + m["signal_at_block"]
+    flagged = m["xruns"]["blocks"][0]
+    assert stall_block <= flagged <= stall_block + 4 * r["period"] // 64, (stall_block, flagged)
+    print(f"\nstall at block {stall_block}, flagged block {flagged}: {m}")
+
+
+def test_jack_server_runs_in_synchronous_mode(jack_server):
+    # -S: a late client delays the (dummy) clock instead of losing data
+    args = (Path("/proc") / str(jack_server["pid"]) / "cmdline").read_bytes().split(b"\0")
+    assert b"-S" in args and b"dummy" in args
 
 
 def test_live_bypass_passes_the_input_through(tmp_path):

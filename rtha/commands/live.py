@@ -6,12 +6,25 @@ input, output and compute time in preallocated rings; everything else (level
 meters, statistics, the panel, the ``--record`` file) happens in the main
 thread from those rings. Ctrl-C (or ``--duration``) stops cleanly and prints a
 summary; ``--record`` is flushed either way.
+
+Xruns: callbacks whose ``status`` is set. On JACK, PortAudio sets both input
+overflow and output underflow on the callbacks of the period after any xrun
+the server announces, server-wide and whoever caused it, so the kind says
+nothing. The report counts a run of consecutive flagged callbacks as one xrun
+and splits them by when they came: at start (the first callback, which
+carries what happened between opening and starting the stream), mid-stream,
+and after ``--duration`` was reached. A deadline miss is another thing: the
+chain's compute for a block took longer than the block lasts. On JACK's dummy
+driver (the tests) an xrun means a cycle ended after the next one was due, i.e.
+the audio threads were held up for about one JACK period: by a slow client, or
+by the machine itself (on a virtual machine, the host taking its CPUs away).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import threading
 import time
@@ -29,6 +42,8 @@ FS_WITHOUT_ENHANCER = 16000
 RING_S = 4.0
 #: Blocks whose compute times are kept when no --duration bounds the run.
 TIMES_KEPT = 1 << 18
+#: Flagged callbacks whose block index is kept.
+FLAGS_KEPT = 4096
 LIST_HINT = "run 'rtha live --list-devices' to see the devices"
 
 
@@ -117,6 +132,7 @@ class LiveEngine:
         self.ring = np.zeros((ring_blocks * block, in_channels + out_channels), np.float32)
         self.ring_pos = 0  # frames written since the start (the ring index is this modulo its length)
         self.times = np.zeros(max_blocks)
+        self.flag_blocks = np.zeros(FLAGS_KEPT, np.int64)  # block index of each flagged callback
         self.blocks = 0
         self.status_flags = 0
         self.status_kinds: dict[str, int] = {}
@@ -124,10 +140,16 @@ class LiveEngine:
         self.compute_s = 0.0
         self.stop_frames = 0  # 0: run until stopped
         self.done = threading.Event()
+        self.stop_block = -1  # the block at which --duration was reached (-1: not yet)
+        self.callback_thread: dict | None = None  # scheduling of the audio thread (seen in the first callback)
 
     # -- the real-time path -------------------------------------------------
     def callback(self, indata, outdata, frames, time_info, status) -> None:
+        if self.blocks == 0:
+            self.callback_thread = _thread_scheduling()
         if status:  # rare: bookkeeping here is off the normal path
+            if self.status_flags < FLAGS_KEPT:
+                self.flag_blocks[self.status_flags] = self.blocks
             self.status_flags += 1
             kind = str(status)
             self.status_kinds[kind] = self.status_kinds.get(kind, 0) + 1
@@ -146,7 +168,8 @@ class LiveEngine:
         self.compute_s += dt
         if dt > self.block_s:
             self.deadline_misses += 1
-        if self.stop_frames and self.ring_pos >= self.stop_frames:
+        if self.stop_frames and self.ring_pos >= self.stop_frames and self.stop_block < 0:
+            self.stop_block = self.blocks
             self.done.set()
 
     def _ring_write(self, indata, outdata, frames) -> None:
@@ -162,6 +185,31 @@ class LiveEngine:
         self.ring_pos += frames
 
     # -- the main thread ------------------------------------------------------
+    def xruns(self) -> dict:
+        """Xruns seen by the callback, split by when they came (see the module docstring).
+
+        A run of consecutive flagged callbacks is one xrun: when a stream block
+        is shorter than the host's period, the host calls back several times
+        per period and PortAudio passes the period's flags to each call.
+        ``at_start``: from the first callback (it reports what happened between
+        opening and starting the stream); ``after_stop``: after ``--duration``
+        was reached, while the stream winds down; ``mid_stream``: the rest.
+        ``blocks``: the first flagged block of each xrun (at most 100);
+        ``flagged_callbacks``: all flagged callbacks.
+        """
+        kept = self.flag_blocks[: min(self.status_flags, FLAGS_KEPT)]
+        first = kept[np.diff(kept, prepend=-2) != 1]
+        at_start = int(np.count_nonzero(first == 0))
+        after_stop = int(np.count_nonzero(first >= self.stop_block)) if self.stop_block >= 0 else 0
+        return {
+            "total": int(first.size),
+            "at_start": at_start,
+            "mid_stream": int(first.size) - at_start - after_stop,
+            "after_stop": after_stop,
+            "flagged_callbacks": self.status_flags,
+            "blocks": first[:100].tolist(),
+        }
+
     def frames_since(self, pos: int) -> tuple[np.ndarray, int, int]:
         """Ring frames from ``pos`` on: ``(frames (n, channels), new pos, frames lost)``."""
         end = self.ring_pos
@@ -183,6 +231,15 @@ class LiveEngine:
 
     def recent_times(self) -> np.ndarray:
         return self.times[: min(self.blocks, self.times.size)]
+
+
+def _thread_scheduling() -> dict:
+    """Scheduling policy and priority of the calling thread (Linux; elsewhere "unknown")."""
+    if not hasattr(os, "sched_getscheduler"):
+        return {"policy": "unknown", "priority": None}
+    policy = os.sched_getscheduler(0)
+    names = {os.SCHED_OTHER: "SCHED_OTHER", os.SCHED_FIFO: "SCHED_FIFO", os.SCHED_RR: "SCHED_RR"}
+    return {"policy": names.get(policy, str(policy)), "priority": os.sched_getparam(0).sched_priority}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -331,6 +388,8 @@ def _summary(engine, setup, stream, names, block, wall, interrupted, args, recor
         "callbacks": engine.blocks,
         "status_flags": engine.status_flags,
         "status_kinds": dict(engine.status_kinds),
+        "xruns": engine.xruns(),
+        "callback_thread": engine.callback_thread,
         "interrupted": interrupted,
         "nonfinite_samples": int(setup.chain.nonfinite_count),
         "record": str(args.record) if args.record else None,
@@ -351,8 +410,24 @@ def _print_summary(s: dict) -> None:
     t.add_row("devices", f"{s['input_device']} -> {s['output_device']}, {s['fs']} Hz, block {s['block']} ({s['block_ms']:.2f} ms)")
     t.add_row("chain", "bypass (dry)" if s["bypass"] else " -> ".join(s["stages"]) + f"  [listener {s['listener']}]")
     t.add_row("audio", f"{s['audio_s']:.2f} s in {s['callbacks']} callbacks")
+    x = s["xruns"]
     kinds = ", ".join(f"{k}: {n}" for k, n in s["status_kinds"].items())
-    t.add_row("xruns (status flags)", str(s["status_flags"]) + (f"  ({kinds})" if kinds else ""))
+    t.add_row(
+        "xruns",
+        f"{x['mid_stream']} mid-stream, {x['at_start']} at start, {x['after_stop']} after stop"
+        + (f"  ({x['flagged_callbacks']} flagged callbacks: {kinds})" if kinds else ""),
+    )
+    if x["mid_stream"]:
+        t.add_row(
+            "",
+            "some blocks took longer than they last: try a larger --block, more --threads or a smaller model"
+            if s["deadline_misses"]
+            else "no block took longer than it lasts: the audio threads were held up outside the chain (by the "
+            "machine or another client); a longer period on the audio server rides out longer stalls",
+        )
+    th = s["callback_thread"]
+    if th is not None:
+        t.add_row("audio thread", f"{th['policy']}" + (f" priority {th['priority']}" if th["priority"] else ""))
     t.add_row(
         "compute per block",
         f"p50 {s['p50_ms']:.3f} ms  p99 {s['p99_ms']:.3f} ms  max {s['max_ms']:.3f} ms  "
@@ -410,8 +485,9 @@ class _Panel:
                 f"   [bold]RTF[/] {times.mean() / e.block_s:.3f}"
             )
         latency = 0 if self.bypass else self.setup.chain.latency
+        x = e.xruns()
         lines.append(
-            f"[bold]xruns[/] {e.status_flags}  [bold]deadline misses[/] {e.deadline_misses}"
+            f"[bold]xruns[/] {x['mid_stream']} mid-stream (+{x['at_start']} at start)  [bold]deadline misses[/] {e.deadline_misses}"
             f"   [bold]algorithmic latency[/] {1e3 * latency / e.fs:.2f} ms   [bold]time[/] {e.ring_pos / e.fs:.1f} s"
         )
         mode = "BYPASS (dry)" if self.bypass else f"listener {self.setup.listener}"
