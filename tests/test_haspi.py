@@ -10,7 +10,8 @@ from rtha.audiogram import Audiogram, Listener
 from rtha.errors import RthaError
 from rtha.metrics import haspi_v2, haspi_v2_better_ear
 from rtha.metrics.ear_model import SignalError
-from rtha.metrics.legacy_normal import add_standard_normal, skip_standard_normal, standard_normal
+from rtha.metrics.ear_model import _align_lags
+from rtha.metrics.legacy_normal import NormalStream, add_standard_normal, skip_standard_normal, standard_normal
 
 DATA = Path(__file__).parent / "data"
 TOL = 1e-6
@@ -133,3 +134,41 @@ def test_fast_normal_draws_follow_randomstate(cached, shape):
     numpys.standard_normal(count)
     np.testing.assert_array_equal(ours.standard_normal(3), numpys.standard_normal(3))
     assert ours.rand() == numpys.rand()
+
+
+@pytest.mark.parametrize("n", [7, 1000])
+def test_forked_normal_stream_draws_far_ahead_first(n):
+    """The ear model's BM noise: processed bands (after all reference bands) drawn before the later reference bands."""
+    numpys = np.random.RandomState(9)
+    expected = numpys.standard_normal((4, n))
+    ours = np.random.RandomState(9)
+    ref_stream = NormalStream(ours)
+    first = np.zeros((1, n))
+    ref_stream.add(first, 1.0)
+    proc_stream = ref_stream.copy()
+    proc_stream.skip(n)  # the second reference row
+    proc = np.zeros((2, n))
+    proc_stream.add(proc, 1.0)
+    second = np.zeros((1, n))
+    ref_stream.add(second, 1.0)
+    proc_stream.save()
+    np.testing.assert_allclose(np.vstack([first, second, proc]), expected, rtol=1e-14, atol=0)
+    assert ours.rand() == numpys.rand()
+
+
+@pytest.mark.parametrize("n, max_lag", [(50, 2400), (5000, 700), (40000, 2400)])
+def test_alignment_search_finds_the_first_correlation_peak(n, max_lag):
+    """Blocked float32 screen + exact check = brute-force search over lags 1-max_lag ... max_lag."""
+    rs = np.random.RandomState(n)
+    ref = np.abs(rs.standard_normal((3, n))).cumsum(axis=1) % 3.0  # envelope-like, many near-peaks
+    out = np.roll(ref, 37, axis=1) + 0.1 * rs.standard_normal((3, n))
+    lags = min(max_lag, n)
+    got = _align_lags(ref, out, max_lag)
+    for b in range(3):
+        full = np.correlate(ref[b], out[b], "full")  # index k <-> out delayed by n - 1 - k
+        assert got[b] == lags - 1 - int(np.argmax(full[n - lags : n + min(lags, n - 1)]))
+    # Exact ties at every lag (a short burst against a constant): too many to
+    # check one by one, so a float64 correlation decides; any tied lag is right.
+    ref, out = np.ones((1, n)), np.zeros((1, n))
+    out[0, n // 2 : n // 2 + 10] = 1.0
+    assert -lags < _align_lags(ref, out, max_lag)[0] < lags

@@ -18,8 +18,8 @@ import hashlib
 import numpy as np
 
 from ..audiogram import Listener
-from .haspi import better_ear, haspi_v2_better_ear
-from .hasqi import hasqi_v2
+from .haspi import better_ear, ear_inputs, haspi_v2_aligned, noise_rng
+from .hasqi import hasqi_v2_aligned
 
 #: dB SPL of a signal with RMS 1 in the challenge's evaluation.
 CHALLENGE_LEVEL_DB_SPL = 100.0
@@ -48,7 +48,7 @@ def hasqi_v2_better_ear(
         level_db_spl: dB SPL of a signal with RMS 1.
         rng: noise source, used by the left ear then the right; None: ``RandomState(0)``.
     """
-    return better_ear(hasqi_v2, ref_lr, proc_lr, fs, listener, level_db_spl, rng)
+    return better_ear(hasqi_v2_aligned, ear_inputs(ref_lr, proc_lr, fs), listener, level_db_spl, rng)
 
 
 def icassp2023_score(
@@ -66,8 +66,10 @@ def icassp2023_score(
     the result equals the mean of ``haspi_v2_better_ear`` and
     ``hasqi_v2_better_ear`` called in that order with the same ``rng``.
     """
-    rng = np.random.RandomState(0) if rng is None else rng
-    haspi = haspi_v2_better_ear(ref_lr, proc_lr, fs, listener, level_db_spl=level_db_spl, rng=rng)
-    hasqi = hasqi_v2_better_ear(ref_lr, proc_lr, fs, listener, level_db_spl=level_db_spl, rng=rng)
+    rng = noise_rng(rng)
+    # Resampling and input alignment are the same for both metrics: done once per ear.
+    inputs = ear_inputs(ref_lr, proc_lr, fs)
+    haspi = better_ear(haspi_v2_aligned, inputs, listener, level_db_spl, rng)
+    hasqi = better_ear(hasqi_v2_aligned, inputs, listener, level_db_spl, rng)
     return 0.5 * (haspi + hasqi)
 

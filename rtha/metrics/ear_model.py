@@ -16,15 +16,23 @@ The numbers equal pyclarity 0.9.0's ``clarity.evaluator.haspi.eb.ear_model``
 from the ``numpy.random.RandomState`` passed in, in the same order and shapes
 as pyclarity's draws from numpy's global stream.
 
-Speed: the filterbank, compression and adaptation run in numba kernels over
-blocks of ``(time, band)`` with the recursions vectorised across the bands,
-and the logarithms and exponentials as numpy ufuncs; the per-band alignment
-screens the lags it searches with a float32 FFT and computes the few that can
-win exactly; the noise for outputs not asked for is skipped, not drawn.
+Speed and memory: the bands are modelled 16 at a time; the filterbank,
+compression and adaptation run in numba kernels over blocks of ``(time,
+band)`` with the recursions vectorised across the bands, and the logarithms
+and exponentials as numpy ufuncs; the per-band alignment screens the lags it
+searches with short float32 FFTs and computes the few that can win exactly;
+the noise for outputs not asked for is skipped, not drawn.  Envelopes and BM
+motion exist for one chunk of bands at a time and leave the model only as
+the caller's per-band summaries (HASPI's low-passed envelopes, HASQI's
+smoothed envelopes and short-time BM covariances), which keeps the memory of
+a 30 s scene well under 1 GB.  :func:`aligned_inputs` (resampling
+and input alignment) does not depend on the ear or the metric, so HASPI and
+HASQI of one pair share it (:func:`ear_model_aligned`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import math
@@ -36,7 +44,7 @@ from scipy.signal import butter, cheby2, correlate, group_delay, lfilter, resamp
 
 from ..audiogram import Audiogram
 from ..errors import RthaError
-from .legacy_normal import add_standard_normal, skip_standard_normal
+from .legacy_normal import NormalStream, skip_standard_normal
 
 #: Audiometric frequencies (Hz) at which the model reads the hearing loss.
 AUDIOMETRIC_FREQS = np.array([250.0, 500.0, 1000.0, 2000.0, 4000.0, 6000.0])
@@ -54,10 +62,19 @@ _ALIGN_RANGE_S = 0.1
 #: Float32 screening margin of the alignment search (x ||ref|| ||out||) and
 #: the candidate count above which it falls back to a float64 correlation.
 _ALIGN_SCREEN, _ALIGN_MAX_CANDIDATES = 2e-5, 64
-#: Bands per batched FFT of the alignment screen: up to 8, at most this many FFT points.
-_ALIGN_GROUP_POINTS = 1 << 22
+#: FFT size of the alignment screen's blocks (short enough to stay in cache).
+_ALIGN_FFT = 1 << 14
 #: Time block (samples) of the band-vectorised stages.
 _BLOCK = 2048
+#: Bands per pass of the filterbank and all later stages: a compile-time
+#: constant of the kernels (their band loops vectorise), and it bounds the
+#: memory of the BM motion to two ``(_CHUNK, samples)`` arrays.
+_CHUNK = 16
+
+
+#: A per-band summary of the model's outputs for one chunk of bands:
+#: (reference, processed) ``(chunk bands, samples)`` -> arrays with the band first.
+Summary = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, ...]]
 
 
 class SignalError(RthaError, ValueError):
@@ -69,19 +86,18 @@ class EarModelOutput:
     """Outputs of :func:`ear_model`; all band arrays are ``(bands, samples)`` at ``fs``.
 
     Attributes:
-        ref_db, proc_db: envelopes in dB above the (reference's / processed
-            ear's) auditory threshold, after IHC adaptation.
-        ref_bm, proc_bm: basilar-membrane motion with the envelope in dB SL and
-            the threshold noise added; ``None`` when not requested.
+        env: what ``env_summary`` made of the envelopes (see :func:`ear_model`),
+            its arrays stacked over all bands; by default the envelopes
+            themselves, ``(ref_db, proc_db)``.
+        bm: what ``bm_summary`` made of the basilar-membrane motion, stacked
+            likewise; ``None`` when no summary was asked for.
         ref_sl, proc_sl: long-term average level of each band in dB SL, ``(bands,)``.
         fs: sample rate of the outputs (24 kHz).
         center_freqs: band centre frequencies in Hz, ``(bands,)``.
     """
 
-    ref_db: np.ndarray
-    ref_bm: np.ndarray | None
-    proc_db: np.ndarray
-    proc_bm: np.ndarray | None
+    env: tuple[np.ndarray, ...]
+    bm: tuple[np.ndarray, ...] | None
     ref_sl: np.ndarray
     proc_sl: np.ndarray
     fs: float
@@ -215,7 +231,7 @@ def _gammatone_poles(bandwidth, center_freqs, fs):
     return np.exp(-(bandwidth * tpt * _erb(center_freqs) * 1.019))
 
 
-# Rows (each N_BANDS long) of the flat work vector of _gammatone_block: filter
+# Rows (each one band chunk long) of the flat work vector of _gammatone_block: filter
 # state in rows 0-7, then coefficients, carrier and carrier step.
 _W_COEF, _W_CARRIER, _W_STEP = 8, 15, 17
 
@@ -231,13 +247,14 @@ def _filterbank_work(bandwidth, center_freqs, fs) -> np.ndarray:
     a5 = 4.0 * a * a
     gain = 2.0 * (1 - a1 - a2 - a3 - a4) / (1 + a1 + a5)
     w = 2 * np.pi / fs * center_freqs
-    rows = [np.zeros((8, N_BANDS)), [a1, a5, -a1, -a2, -a3, -a4, gain], [np.ones(N_BANDS), np.zeros(N_BANDS)], [np.cos(w), np.sin(w)]]
+    nb = len(center_freqs)
+    rows = [np.zeros((8, nb)), [a1, a5, -a1, -a2, -a3, -a4, gain], [np.ones(nb), np.zeros(nb)], [np.cos(w), np.sin(w)]]
     return np.ascontiguousarray(np.vstack(rows)).ravel()
 
 
 @njit(cache=True)
 def _gammatone_block(x, w, env, bm, sum_sq, want_bm):
-    """One block of a 4th-order gammatone filterbank for one signal, all bands.
+    """One block of a 4th-order gammatone filterbank for one signal, :data:`_CHUNK` bands.
 
     Each band demodulates the signal by its carrier (generated by rotation, as
     the reference does) and runs both quadratures through the same 4-pole
@@ -249,7 +266,7 @@ def _gammatone_block(x, w, env, bm, sum_sq, want_bm):
     The arrays are flat and the band count a compile-time constant, so the band
     loop vectorises.
     """
-    nb = N_BANDS
+    nb = _CHUNK
     for t in range(x.shape[0]):
         xt = x[t]
         o = t * nb
@@ -292,7 +309,7 @@ def _compression_exponent_block(level_log, low_knee, slope, ohc_attn, level_db_s
     in dB SPL clipped to [low_knee, 100]; returned as dB * ln(10) / 20 so that
     ``exp`` gives the linear gain.  ``level_log`` (time * bands,).
     """
-    nb = N_BANDS
+    nb = _CHUNK
     to_ln = math.log(10.0) / 20
     for t in range(level_log.shape[0] // nb):
         o = t * nb
@@ -311,7 +328,7 @@ def _compress_block(gain, env, bm, b0, b1, a1, z, env_out, bm_out, t0, want_bm):
     ``gain``, ``env``, ``bm``: (time * bands,) in (time, band) order;
     results go to columns ``t0 ...`` of ``env_out`` / ``bm_out`` (bands, samples).
     """
-    nb = N_BANDS
+    nb = _CHUNK
     for t in range(gain.shape[0] // nb):
         o = t * nb
         for b in range(nb):
@@ -336,7 +353,7 @@ def _ihc_block(env_log, env_db, bm, offset, p, v, t0, want_bm):
     r2*r3*c2*fs, a11, a12, a21, a22, denom, 1/r1) of the RC-circuit model;
     ``v`` (2 * bands,): its voltages, carried between blocks.
     """
-    nb = N_BANDS
+    nb = _CHUNK
     r2, p12, p23, a11, a12, a21, a22, denom, r1_inv = p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8]
     for t in range(env_log.shape[0] // nb):
         o = t * nb
@@ -405,9 +422,12 @@ def _align_lags(ref: np.ndarray, out: np.ndarray, max_lag: int) -> np.ndarray:
 
     Equal to the reference's search of ``correlate(ref[b], out[b], "full")``
     (first maximum over lags ``1 - max_lag ... max_lag``), computed faster: a
-    float32 FFT correlation (rows batched) screens for the lags that can be the
-    peak given float32 rounding (error < 5e-7 ||ref|| ||out|| measured; the
-    margin is 2e-5), and those few are then computed exactly in float64.
+    float32 FFT correlation screens for the lags that can be the peak given
+    float32 rounding (error < 7e-7 ||ref|| ||out|| measured; the margin is
+    2e-5), and those few are then computed exactly in float64.  The screen
+    needs only the lags searched, so it cuts ``out`` into blocks, correlates
+    each with the stretch of ``ref`` its lags reach, and sums the cross spectra
+    (short cache-resident FFTs, one short inverse).
 
     Args:
         ref, out: ``(bands, samples)``.
@@ -417,29 +437,77 @@ def _align_lags(ref: np.ndarray, out: np.ndarray, max_lag: int) -> np.ndarray:
     """
     nb, n = ref.shape
     lags = min(max_lag, n)
-    top = min(lags, n - 1)
-    size = _fft_size(n + lags)
-
-    def windows(r, o):
-        corr = sfft.irfft(sfft.rfft(r, size, axis=1) * np.conj(sfft.rfft(o, size, axis=1)), size, axis=1)
-        # Lags 1-lags ... -1 sit at the end of the circular result, 0 ... top at the start.
-        return np.concatenate((corr[:, size - lags + 1 :], corr[:, : top + 1]), axis=1).astype(np.float64)
-
+    lo, hi = 1 - lags, min(lags, n - 1)
+    size = min(_ALIGN_FFT, _fft_size(n + hi - lo))
+    size = max(size, _fft_size(2 * (hi - lo + 1)))
+    block = size - (hi - lo)
+    nblocks = -(-n // block)
+    seg32, blk32 = np.empty((nblocks, size), np.float32), np.empty((nblocks, size), np.float32)
+    norms = np.empty(2)
     delays = np.empty(nb, dtype=np.int64)
-    group = max(1, min(8, _ALIGN_GROUP_POINTS // size))
-    for b0 in range(0, nb, group):
-        rows = range(b0, min(b0 + group, nb))
-        rough = windows(ref[rows.start : rows.stop].astype(np.float32), out[rows.start : rows.stop].astype(np.float32))
-        for i, b in enumerate(rows):
-            margin = _ALIGN_SCREEN * math.sqrt(_lagged_dot(ref[b], ref[b], 0) * _lagged_dot(out[b], out[b], 0))
-            candidates = np.flatnonzero(rough[i] >= rough[i].max() - margin)
-            if len(candidates) > _ALIGN_MAX_CANDIDATES:
-                best = int(np.argmax(windows(ref[b : b + 1], out[b : b + 1])[0]))
-            else:
-                exact = [_lagged_dot(ref[b], out[b], int(c) + 1 - lags) for c in candidates]
-                best = int(candidates[int(np.argmax(exact))])
-            delays[b] = lags - best - 1
+    for b in range(nb):
+        _correlation_blocks(ref[b], out[b], lo, block, seg32, blk32, norms)
+        rough = _blocked_correlation(seg32, blk32, hi - lo + 1)
+        margin = _ALIGN_SCREEN * math.sqrt(norms[0] * norms[1])
+        candidates = np.flatnonzero(rough >= rough.max() - margin)
+        if len(candidates) > _ALIGN_MAX_CANDIDATES:
+            seg64, blk64 = np.empty((nblocks, size)), np.empty((nblocks, size))
+            _correlation_blocks(ref[b], out[b], lo, block, seg64, blk64, norms)
+            best = int(np.argmax(_blocked_correlation(seg64, blk64, hi - lo + 1)))
+        else:
+            exact = [_lagged_dot(ref[b], out[b], int(c) + lo) for c in candidates]
+            best = int(candidates[int(np.argmax(exact))])
+        delays[b] = -(best + lo)
     return delays
+
+
+@njit(cache=True, fastmath=True)  # fastmath: the norms' sums vectorise (they only set a margin)
+def _correlation_blocks(ref, out, lo, block, seg, blk, norms):
+    """Cut a row pair for :func:`_blocked_correlation`: ``blk[j]`` = ``out[j*block ...]``
+    (``block`` samples, zero padded), ``seg[j]`` = the ``ref`` stretch its lags reach,
+    from ``j*block + lo``; zero outside the rows.  ``norms`` = sum of squares of ``ref``, ``out``."""
+    n = ref.shape[0]
+    size = seg.shape[1]
+    for j in range(seg.shape[0]):
+        # Plain ranges (no per-sample tests), so that the copies vectorise.
+        s0 = j * block + lo
+        u0, u1 = min(size, max(0, -s0)), max(0, min(size, n - s0))
+        u1 = max(u0, u1)
+        seg[j, :u0] = 0.0
+        for u in range(u0, u1):
+            seg[j, u] = ref[s0 + u]
+        seg[j, u1:] = 0.0
+        t0 = j * block
+        m = max(0, min(block, n - t0))
+        for u in range(m):
+            blk[j, u] = out[t0 + u]
+        blk[j, m:] = 0.0
+    rr = 0.0
+    oo = 0.0
+    for i in range(n):
+        rr += ref[i] * ref[i]
+        oo += out[i] * out[i]
+    norms[0] = rr
+    norms[1] = oo
+
+
+def _blocked_correlation(seg: np.ndarray, blk: np.ndarray, count: int) -> np.ndarray:
+    """``sum_t ref[t + lo + i] * out[t]`` for ``i < count`` from :func:`_correlation_blocks`'s cuts, float64."""
+    size = seg.shape[1]
+    cross = _cross_spectrum_sum(sfft.rfft(seg, axis=1), sfft.rfft(blk, axis=1))
+    return sfft.irfft(cross, size)[:count]
+
+
+@njit(cache=True)
+def _cross_spectrum_sum(a, b):
+    """``sum_j a[j] * conj(b[j])`` over the rows, accumulated in complex128."""
+    acc = np.zeros(a.shape[1], dtype=np.complex128)
+    for j in range(a.shape[0]):
+        for k in range(a.shape[1]):
+            xr, xi = np.float64(a[j, k].real), np.float64(a[j, k].imag)
+            yr, yi = np.float64(b[j, k].real), np.float64(b[j, k].imag)
+            acc[k] += complex(xr * yr + xi * yi, xi * yr - xr * yi)
+    return acc
 
 
 def _fft_size(n: int) -> int:
@@ -492,15 +560,33 @@ def _nalr_equalise(ref: np.ndarray, hearing_loss: np.ndarray) -> np.ndarray:
     return np.convolve(ref, fir)[nfir : nfir + len(ref)]
 
 
-def _prepare(ref, ref_fs, proc, proc_fs, hearing_loss, itype):
-    """Resample, trim to equal length, align, (quality) equalise: the middle-ear inputs."""
+def aligned_inputs(ref: np.ndarray, ref_fs: float, proc: np.ndarray, proc_fs: float) -> tuple[np.ndarray, np.ndarray]:
+    """The ear model's first steps, the same for every ear and metric: both signals
+    checked, resampled to 24 kHz, trimmed to equal length and aligned.
+
+    Args:
+        ref: reference signal, ``(samples,)`` at ``ref_fs`` Hz.
+        proc: processed signal, ``(samples,)`` at ``proc_fs`` Hz; may be delayed against ``ref``.
+
+    Returns:
+        ``(ref, proc)`` at :data:`MODEL_FS`, equal lengths, for :func:`ear_model_aligned`.
+
+    Raises:
+        SignalError: not 1-D, empty, non-finite, or a silent reference.
+    """
+    ref = _check_signal(ref, "reference")
+    proc = _check_signal(proc, "processed")
+    if not np.any(ref):
+        raise SignalError("reference signal is silent (all zeros); the model needs speech in the reference")
     ref = resample_to_model_rate(ref, ref_fs)
     proc = resample_to_model_rate(proc, proc_fs)
     n = min(len(ref), len(proc))
-    ref, proc = align_inputs(ref[:n], proc[:n])
-    if itype == 1:
-        ref = _nalr_equalise(ref, hearing_loss)
-    return middle_ear(ref), middle_ear(proc)
+    return align_inputs(ref[:n], proc[:n])
+
+
+def _check_itype(itype) -> None:
+    if itype not in (0, 1, 2):
+        raise ValueError(f"itype must be 0 (intelligibility), 1 or 2 (quality), got {itype!r}")
 
 
 def _check_signal(x, name: str) -> np.ndarray:
@@ -525,9 +611,14 @@ def ear_model(
     rng: np.random.RandomState,
     *,
     shift: float | None = None,
-    basilar_membrane: bool = True,
+    env_summary: Summary | None = None,
+    bm_summary: Summary | None = None,
 ) -> EarModelOutput:
     """Run both signals through the auditory model (32 bands).
+
+    The bands are modelled :data:`_CHUNK` at a time and leave the model as
+    the caller's per-band summaries, so neither the envelopes nor the
+    basilar-membrane (BM) motion exist for all bands at once.
 
     Args:
         ref: reference signal, ``(samples,)``, RMS 1 = ``level_db_spl`` dB SPL.
@@ -540,106 +631,164 @@ def ear_model(
             (impaired reference with NAL-R), 2 = quality with a reference
             that already carries NAL-R (impaired, no equalisation added).
         level_db_spl: dB SPL of a signal with RMS 1.
-        rng: source of the threshold noise; advanced by ``2 * 32 * samples``
-            draws (reference then processed) whether or not ``basilar_membrane``.
+        rng: source of the threshold noise added to the BM motion; advanced by
+            ``2 * 32 * samples`` draws (all reference bands, then all processed)
+            whether or not ``bm_summary`` is given.
         shift: basal shift of the control filters (None: none, as in HASPI/HASQI).
-        basilar_membrane: compute the BM motion outputs (HASQI needs them, HASPI not).
+        env_summary: called with the envelopes of each chunk of bands, in dB
+            SL, ``(ref_db, proc_db)``, each ``(chunk bands, samples)`` (valid
+            only during the call); returns a tuple of arrays whose first axis
+            is the band.  None: copies of the envelopes.
+        bm_summary: likewise for the BM motion (with the envelope in dB SL and
+            the threshold noise added).  None: the BM motion is not computed (HASPI).
 
     Returns:
         :class:`EarModelOutput`.
     """
-    if itype not in (0, 1, 2):
-        raise ValueError(f"itype must be 0 (intelligibility), 1 or 2 (quality), got {itype!r}")
-    ref = _check_signal(ref, "reference")
-    proc = _check_signal(proc, "processed")
-    if not np.any(ref):
-        raise SignalError("reference signal is silent (all zeros); the model needs speech in the reference")
+    _check_itype(itype)
+    return ear_model_aligned(
+        aligned_inputs(ref, ref_fs, proc, proc_fs), hearing_loss, itype, level_db_spl, rng,
+        shift=shift, env_summary=env_summary, bm_summary=bm_summary,
+    )
+
+
+def ear_model_aligned(
+    inputs: tuple[np.ndarray, np.ndarray],
+    hearing_loss: np.ndarray,
+    itype: int,
+    level_db_spl: float,
+    rng: np.random.RandomState,
+    *,
+    shift: float | None = None,
+    env_summary: Summary | None = None,
+    bm_summary: Summary | None = None,
+) -> EarModelOutput:
+    """:func:`ear_model` from its :func:`aligned_inputs` (shared by metrics that score the same pair)."""
+    _check_itype(itype)
     hearing_loss = np.asarray(hearing_loss, dtype=np.float64)
-    fs, nb, want_bm = MODEL_FS, N_BANDS, basilar_membrane
+    fs, nb, want_bm = MODEL_FS, N_BANDS, bm_summary is not None
 
     cf = center_frequencies(nb)
     losses = (cochlear_loss(np.zeros(len(hearing_loss)) if itype == 0 else hearing_loss, cf), cochlear_loss(hearing_loss, cf))
     cf_control = center_frequencies(nb, shift)
     bw_max = cochlear_loss(np.full(6, 100.0), cf_control).bandwidth
+    chunks = [slice(b0, b0 + _CHUNK) for b0 in range(0, nb, _CHUNK)]
 
-    signals = _prepare(ref, ref_fs, proc, proc_fs, hearing_loss, itype)
-    n = len(signals[0])
+    ref, proc = inputs
+    if itype == 1:
+        ref = _nalr_equalise(ref, hearing_loss)
+    signals = middle_ear(ref), middle_ear(proc)
+    n = len(ref)
     blocks = [(t0, min(t0 + _BLOCK, n)) for t0 in range(0, n, _BLOCK)]
     empty = np.empty(0)
+    scratch = np.empty(_BLOCK * _CHUNK)
 
     # Pass 1: the level in each wide control filter sets the band's bandwidth.
     control_sq = np.zeros((2, nb))
-    ctl = np.empty(_BLOCK * nb)
-    for k in range(2):
-        work = _filterbank_work(bw_max, cf_control, fs)
+    for k, c in ((k, c) for k in range(2) for c in chunks):
+        work = _filterbank_work(bw_max[c], cf_control[c], fs)
         for t0, t1 in blocks:
-            _gammatone_block(signals[k][t0:t1], work, ctl[: (t1 - t0) * nb], empty, control_sq[k], False)
+            _gammatone_block(signals[k][t0:t1], work, scratch[: (t1 - t0) * _CHUNK], empty, control_sq[k, c], False)
     control_rms = np.sqrt(control_sq / n)
     bandwidth = [_bandwidth_for_level(control_rms[k], losses[k].bandwidth, bw_max, level_db_spl) for k in range(2)]
-
-    # Pass 2: envelopes and BM motion, compressed by the gain the control envelope sets.
-    lp_b, lp_a = butter(1, 800 / (0.5 * fs))
-    env_out = [np.empty((nb, n)) for _ in range(2)]
-    bm_out = [np.empty((nb, n)) if want_bm else np.empty((0, 0)) for _ in range(2)]
-    env_sq = np.zeros((2, nb))
-    env = np.empty(_BLOCK * nb)
-    bm = np.empty(_BLOCK * nb) if want_bm else empty
-    for k in range(2):
-        loss = losses[k]
-        slope = 1 - (1 / loss.ratio)
-        work_control = _filterbank_work(bw_max, cf_control, fs)
-        work = _filterbank_work(bandwidth[k], cf, fs)
-        z_lp = np.zeros(nb)
-        for t0, t1 in blocks:
-            m = (t1 - t0) * nb
-            x = signals[k][t0:t1]
-            gain, e = ctl[:m], env[:m]
-            _gammatone_block(x, work_control, gain, empty, np.zeros(nb), False)
-            np.maximum(gain, _SMALL, out=gain)
-            np.log10(gain, out=gain)
-            _compression_exponent_block(gain, loss.low_knee, slope, loss.ohc_attn, level_db_spl)
-            np.exp(gain, out=gain)
-            _gammatone_block(x, work, e, bm[:m], env_sq[k], want_bm)
-            _compress_block(gain, e, bm[:m], lp_b[0], lp_b[1], lp_a[1], z_lp, env_out[k], bm_out[k], t0, want_bm)
-    env_rms = np.sqrt(env_sq / n)
-
-    # Align each processed band to the reference band.
-    max_lag = int(np.rint(_ALIGN_RANGE_S * fs))
-    for ref_a, proc_a in [(env_out[0], env_out[1])] + ([(bm_out[0], bm_out[1])] if want_bm else []):
-        _shift_rows(proc_a, _align_lags(ref_a, proc_a, max_lag))
-
-    # dB SL, then IHC adaptation.
-    ihc = _ihc_parameters(fs)
-    env_log = np.empty(_BLOCK * nb)
-    for k in range(2):
-        v = np.zeros(2 * nb)
-        offset = level_db_spl - losses[k].ihc_attn
-        for t0, t1 in blocks:
-            lg = env_log[: (t1 - t0) * nb]
-            np.add(env_out[k][:, t0:t1].T, _SMALL, out=lg.reshape(-1, nb))
-            np.log10(lg, out=lg)
-            _ihc_block(lg, env_out[k], bm_out[k], offset, ihc, v, t0, want_bm)
-
-    # Threshold noise on the BM motion: all reference bands, then all processed.
-    noise_gain = 10 ** ((_IHC_NOISE_DB - level_db_spl) / 20)
-    for k in range(2):
-        if want_bm:
-            add_standard_normal(rng, bm_out[k], noise_gain)
-        else:
-            skip_standard_normal(rng, nb * n)
-
     # Equalise the gammatone group delays (the reference's bandwidths for both).
     delays = -_group_delays(bandwidth[0], cf, fs)
-    for a in env_out + (bm_out if want_bm else []):
-        _shift_rows(a, delays)
+
+    # Threshold noise: the reference's draws come first for all bands, so the
+    # processed signal's stream skips ahead of them.
+    noise_gain = 10 ** ((_IHC_NOISE_DB - level_db_spl) / 20)
+    if want_bm:
+        ref_noise = NormalStream(rng)
+        proc_noise = ref_noise.copy()
+        proc_noise.skip(nb * n)
+    else:
+        skip_standard_normal(rng, 2 * nb * n)
+
+    # Pass 2, a chunk of bands at a time: envelopes and BM motion, compressed,
+    # aligned, adapted, delayed; the BM motion summarised.
+    env_summary = env_summary or (lambda ref_db, proc_db: (ref_db.copy(), proc_db.copy()))
+    env_c = [np.empty((_CHUNK, n)) for _ in range(2)]
+    env_sq = np.zeros((2, nb))
+    bm_out = [np.empty((_CHUNK, n)) if want_bm else np.empty((0, 0)) for _ in range(2)]
+    max_lag = int(np.rint(_ALIGN_RANGE_S * fs))
+    env_parts, bm_parts = [], []
+    for c in chunks:
+        for k in range(2):
+            _compressed_bands(signals[k], blocks, bw_max[c], cf_control[c], bandwidth[k][c], cf[c], losses[k], c,
+                              level_db_spl, env_c[k], bm_out[k], env_sq[k, c], want_bm, scratch)
+        # Align each processed band to the reference band.
+        for ref_a, proc_a in [(env_c[0], env_c[1])] + ([(bm_out[0], bm_out[1])] if want_bm else []):
+            _shift_rows(proc_a, _align_lags(ref_a, proc_a, max_lag))
+        for k in range(2):
+            _ihc_adaptation(env_c[k], bm_out[k], level_db_spl - losses[k].ihc_attn[c], blocks, want_bm, scratch)
+        _shift_rows(env_c[0], delays[c])
+        _shift_rows(env_c[1], delays[c])
+        env_parts.append(env_summary(env_c[0], env_c[1]))
+        if want_bm:
+            ref_noise.add(bm_out[0], noise_gain)
+            proc_noise.add(bm_out[1], noise_gain)
+            _shift_rows(bm_out[0], delays[c])
+            _shift_rows(bm_out[1], delays[c])
+            bm_parts.append(bm_summary(bm_out[0], bm_out[1]))
+    if want_bm:
+        proc_noise.save()
+    env_rms = np.sqrt(env_sq / n)
 
     return EarModelOutput(
-        ref_db=env_out[0],
-        ref_bm=bm_out[0] if want_bm else None,
-        proc_db=env_out[1],
-        proc_bm=bm_out[1] if want_bm else None,
+        env=_stack(env_parts),
+        bm=_stack(bm_parts) if want_bm else None,
         ref_sl=_rms_to_sl(env_rms[0], control_rms[0], losses[0], level_db_spl),
         proc_sl=_rms_to_sl(env_rms[1], control_rms[1], losses[1], level_db_spl),
         fs=fs,
         center_freqs=cf,
     )
+
+
+def _stack(parts: list[tuple[np.ndarray, ...]]) -> tuple[np.ndarray, ...]:
+    """Per-chunk summaries joined along the band axis (the first)."""
+    return tuple(np.concatenate(arrays) for arrays in zip(*parts))
+
+
+def _ohc_gain(control_env, loss, c, level_db_spl):
+    """In place: control envelope (time * bands,) of chunk ``c`` -> linear OHC gain."""
+    np.maximum(control_env, _SMALL, out=control_env)
+    np.log10(control_env, out=control_env)
+    _compression_exponent_block(control_env, loss.low_knee[c], 1 - (1 / loss.ratio[c]), loss.ohc_attn[c], level_db_spl)
+    np.exp(control_env, out=control_env)
+
+
+def _compressed_bands(
+    x, blocks, bw_control, cf_control, bandwidth, cf, loss, c, level_db_spl, env_out, bm_out, env_sq, want_bm, scratch
+):
+    """Pass 2 for one signal and one chunk of bands ``c``: envelopes and BM motion of
+    the gammatone filters, compressed by the OHC gain the control envelope sets.
+
+    Writes ``env_out`` and (``want_bm``) ``bm_out``, each ``(chunk bands, samples)``;
+    adds the squared uncompressed envelope to ``env_sq`` (chunk bands,).
+    """
+    lp_b, lp_a = butter(1, 800 / (0.5 * MODEL_FS))
+    work_control = _filterbank_work(bw_control, cf_control, MODEL_FS)
+    work = _filterbank_work(bandwidth, cf, MODEL_FS)
+    z_lp = np.zeros(_CHUNK)
+    gain_buf = np.empty(_BLOCK * _CHUNK)
+    bm = np.empty(_BLOCK * _CHUNK) if want_bm else np.empty(0)
+    for t0, t1 in blocks:
+        m = (t1 - t0) * _CHUNK
+        xb = x[t0:t1]
+        gain, e = gain_buf[:m], scratch[:m]
+        _gammatone_block(xb, work_control, gain, bm, np.zeros(_CHUNK), False)
+        _ohc_gain(gain, loss, c, level_db_spl)
+        _gammatone_block(xb, work, e, bm[:m], env_sq, want_bm)
+        _compress_block(gain, e, bm[:m], lp_b[0], lp_b[1], lp_a[1], z_lp, env_out, bm_out, t0, want_bm)
+
+
+def _ihc_adaptation(env, bm, offset, blocks, want_bm, scratch):
+    """In place: envelopes ``env`` (chunk bands, samples) to dB SL (``offset`` =
+    level - IHC attenuation per band) and IHC adaptation; ``bm`` rescaled alike."""
+    ihc = _ihc_parameters(MODEL_FS)
+    v = np.zeros(2 * _CHUNK)
+    for t0, t1 in blocks:
+        lg = scratch[: (t1 - t0) * _CHUNK]
+        np.add(env[:, t0:t1].T, _SMALL, out=lg.reshape(-1, _CHUNK))
+        np.log10(lg, out=lg)
+        _ihc_block(lg, env, bm, offset, ihc, v, t0, want_bm)

@@ -25,7 +25,7 @@ from scipy import fft as sfft
 
 from ..audiogram import Audiogram, Listener
 from . import haspi_weights
-from .ear_model import SignalError, ear_model, hearing_loss_at_model_freqs
+from .ear_model import MODEL_FS, SignalError, aligned_inputs, ear_model_aligned, hearing_loss_at_model_freqs
 from .legacy_normal import add_standard_normal
 
 #: Envelope low-pass cutoff (Hz) and the nominal subsampled envelope rate (Hz).
@@ -42,7 +42,8 @@ MODULATION_CFS = np.array([2, 6, 10, 16, 25, 40, 64, 100, 160, 256], dtype=np.fl
 DEFAULT_SEED = 0
 
 
-def _rng(rng: np.random.RandomState | None) -> np.random.RandomState:
+def noise_rng(rng: np.random.RandomState | None) -> np.random.RandomState:
+    """``rng``, or a fresh ``RandomState(DEFAULT_SEED)`` when None."""
     return np.random.RandomState(DEFAULT_SEED) if rng is None else rng
 
 
@@ -59,18 +60,29 @@ def envelope_lowpass_taps(cutoff_hz: float, fs: float) -> np.ndarray:
 
 
 @njit(cache=True, fastmath=True)
-def _fir_subsample(x, taps, step, out):
-    """``out[j, b] = sum_k taps[k] * x[b, j*step + k]`` for even-length symmetric
-    ``taps`` (x zero-padded by the caller); mirrored taps share a multiply."""
+def _fir_subsample(x, taps, step, offset, out):
+    """``out[j, b] = sum_k taps[k] * x[b, j*step - offset + k]`` for even-length
+    symmetric ``taps``, ``x`` taken as zero outside its rows; mirrored taps
+    share a multiply.  Outputs that reach past the ends are computed from a
+    zero-padded copy of their stretch, the rest straight from ``x``."""
     half = taps.shape[0] // 2
     last = taps.shape[0] - 1
+    n = x.shape[1]
+    buf = np.zeros(taps.shape[0])
     for b in range(x.shape[0]):
         row = x[b]
         for j in range(out.shape[0]):
-            o = j * step
+            o = j * step - offset
             acc = 0.0
-            for k in range(half):
-                acc += taps[k] * (row[o + k] + row[o + last - k])
+            if o >= 0 and o + last < n:
+                for k in range(half):
+                    acc += taps[k] * (row[o + k] + row[o + last - k])
+            else:
+                for k in range(last + 1):
+                    i = o + k
+                    buf[k] = row[i] if 0 <= i < n else 0.0
+                for k in range(half):
+                    acc += taps[k] * (buf[k] + buf[last - k])
             out[j, b] = acc
 
 
@@ -88,11 +100,9 @@ def envelope_lowpass(env_db: np.ndarray, fs: float, cutoff_hz: float = ENVELOPE_
     nhalf = len(taps) // 2
     step = int(np.floor(fs / fs_sub))
     nb, n = env_db.shape
-    padded = np.zeros((nb, n + len(taps) - 1))
-    padded[:, nhalf - 1 : nhalf - 1 + n] = env_db
     out = np.empty(((n + step - 1) // step, nb))
     # Symmetric taps: output t = sum_k taps[k] * env[t - nhalf + 1 + k].
-    _fir_subsample(padded, taps, step, out)
+    _fir_subsample(np.ascontiguousarray(env_db), taps, step, nhalf - 1, out)
     return out
 
 
@@ -247,15 +257,29 @@ def haspi_v2(
     Raises:
         SignalError: not 1-D, empty, non-finite, or a silent reference.
     """
-    rng = _rng(rng)
-    model = ear_model(
-        ref, fs, proc, fs, hearing_loss_at_model_freqs(audiogram), 0, level_db_spl, rng, basilar_membrane=False
+    return haspi_v2_aligned(aligned_inputs(ref, fs, proc, fs), audiogram, level_db_spl, rng)
+
+
+def haspi_v2_aligned(
+    inputs: tuple[np.ndarray, np.ndarray],
+    audiogram: Audiogram,
+    level_db_spl: float = 65.0,
+    rng: np.random.RandomState | None = None,
+) -> tuple[float, np.ndarray]:
+    """:func:`haspi_v2` of a pair already through :func:`~rtha.metrics.ear_model.aligned_inputs`."""
+    rng = noise_rng(rng)
+    model = ear_model_aligned(
+        inputs, hearing_loss_at_model_freqs(audiogram), 0, level_db_spl, rng, env_summary=_lowpass_summary
     )
-    ref_lp = envelope_lowpass(model.ref_db, model.fs)
-    proc_lp = envelope_lowpass(model.proc_db, model.fs)
+    ref_lp, proc_lp = (np.ascontiguousarray(x.T) for x in model.env)
     ref_cep, proc_cep = cepstral_coefficients(ref_lp, proc_lp, rng)
     raw = modulation_correlations(ref_cep, proc_cep)
     return neural_network_ensemble(raw), raw
+
+
+def _lowpass_summary(ref_db: np.ndarray, proc_db: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`envelope_lowpass` of the ear model's envelopes (24 kHz), a chunk of bands at a time, ``(bands, slices)``."""
+    return envelope_lowpass(ref_db, MODEL_FS).T, envelope_lowpass(proc_db, MODEL_FS).T
 
 
 def check_stereo(x, name: str) -> np.ndarray:
@@ -284,19 +308,28 @@ def haspi_v2_better_ear(
             pyclarity's ``haspi_v2_be`` after one ``numpy.random.seed``);
             default ``RandomState(0)``.
     """
-    return better_ear(haspi_v2, ref_lr, proc_lr, fs, listener, level_db_spl, rng)
+    return better_ear(haspi_v2_aligned, ear_inputs(ref_lr, proc_lr, fs), listener, level_db_spl, rng)
 
 
-def better_ear(metric, ref_lr, proc_lr, fs, listener, level_db_spl, rng) -> float:
-    """The larger of ``metric(ref, proc, fs, audiogram, level_db_spl=, rng=)[0]`` over both ears.
+def ear_inputs(ref_lr, proc_lr, fs: float) -> list[tuple[np.ndarray, np.ndarray]]:
+    """:func:`~rtha.metrics.ear_model.aligned_inputs` of the left and then the right ear.
 
-    ``ref_lr``/``proc_lr`` are ``(2, samples)`` (left, right); one ``rng`` stream
-    serves both ears, the left drawing first (default ``RandomState(0)``).
+    ``ref_lr``/``proc_lr`` are ``(2, samples)`` (left, right); computed once,
+    they serve every metric of the pair.
     """
     ref_lr = check_stereo(ref_lr, "reference")
     proc_lr = check_stereo(proc_lr, "processed signal")
-    rng = _rng(rng)
+    return [aligned_inputs(ref, fs, proc, fs) for ref, proc in zip(ref_lr, proc_lr)]
+
+
+def better_ear(metric_aligned, inputs_lr, listener, level_db_spl, rng) -> float:
+    """The larger of ``metric_aligned(inputs, audiogram, level_db_spl=, rng=)[0]`` over both ears.
+
+    ``inputs_lr`` from :func:`ear_inputs`; one ``rng`` stream serves both ears,
+    the left drawing first (default ``RandomState(0)``).
+    """
+    rng = noise_rng(rng)
     return max(
-        metric(ref, proc, fs, audiogram, level_db_spl=level_db_spl, rng=rng)[0]
-        for ref, proc, audiogram in zip(ref_lr, proc_lr, listener.ears)
+        metric_aligned(inputs, audiogram, level_db_spl=level_db_spl, rng=rng)[0]
+        for inputs, audiogram in zip(inputs_lr, listener.ears)
     )

@@ -69,23 +69,37 @@ def hasqi_v2(
         rtha.metrics.ear_model.SignalError: a signal that is not 1-D, empty,
             not finite, or a silent or too short (< 16 ms of sound) reference.
     """
+    _check_equalisation(equalisation)
+    return hasqi_v2_aligned(ear_model.aligned_inputs(ref, fs, proc, fs), audiogram, equalisation, level_db_spl, rng)
+
+
+def _check_equalisation(equalisation) -> None:
     if equalisation not in (1, 2):
         raise ValueError(f"equalisation must be 1 (add NAL-R) or 2 (reference already has it), got {equalisation!r}")
+
+
+def hasqi_v2_aligned(
+    inputs: tuple[np.ndarray, np.ndarray],
+    audiogram: Audiogram,
+    equalisation: int = 1,
+    level_db_spl: float = 65.0,
+    rng: np.random.RandomState | None = None,
+) -> tuple[float, float, float, list[float]]:
+    """:func:`hasqi_v2` of a pair already through :func:`~rtha.metrics.ear_model.aligned_inputs`."""
+    _check_equalisation(equalisation)
     if rng is None:
         rng = np.random.RandomState(0)
     hearing_loss = ear_model.hearing_loss_at_model_freqs(audiogram)
     # The model's itype 1 / 2 = quality mode with / without its own NAL-R on the reference.
-    out = ear_model.ear_model(ref, fs, proc, fs, hearing_loss, equalisation, level_db_spl, rng)
-    if out.ref_db.shape[1] < segment_window(SEGMENT_MS, out.fs).size:
-        sound_ms = 1000 * out.ref_db.shape[1] / out.fs
-        raise ear_model.SignalError(f"reference has {sound_ms:.1f} ms of sound; HASQI needs at least {SEGMENT_MS:g} ms")
+    out = ear_model.ear_model_aligned(
+        inputs, hearing_loss, equalisation, level_db_spl, rng, env_summary=_smooth_summary, bm_summary=_bm_summary
+    )
 
     # Envelope: cepstral correlation of the smoothed (125 Hz) log envelopes.
-    ref_smooth = smooth_envelopes(out.ref_db, SEGMENT_MS, out.fs)
-    proc_smooth = smooth_envelopes(out.proc_db, SEGMENT_MS, out.fs)
+    ref_smooth, proc_smooth = out.env
     cepstral, _ = cepstrum_correlation(ref_smooth, proc_smooth, rng)
     # Temporal fine structure: BM vibration coherence, less at high frequencies.
-    cov, ref_ms = bm_covariance(out.ref_bm, out.proc_bm, out.fs)
+    cov, ref_ms = out.bm
     sync = ihc_sync_covariance(cov, ref_ms, out.center_freqs)
     # Long-term spectrum: 1 = same shape, 0 = very different.
     loudness_std, slope_std = spectrum_differences(out.ref_sl, out.proc_sl)
@@ -95,6 +109,20 @@ def hasqi_v2(
     nonlinear = cepstral**2 * sync
     linear = LOUDNESS_WEIGHT * loudness + SLOPE_WEIGHT * slope
     return nonlinear * linear, nonlinear, linear, [cepstral, sync, loudness, slope]
+
+
+def _smooth_summary(ref_db: np.ndarray, proc_db: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`smooth_envelopes` of the ear model's envelopes (24 kHz), a chunk of bands at a time."""
+    fs = ear_model.MODEL_FS
+    if ref_db.shape[1] < segment_window(SEGMENT_MS, fs).size:
+        sound_ms = 1000 * ref_db.shape[1] / fs
+        raise ear_model.SignalError(f"reference has {sound_ms:.1f} ms of sound; HASQI needs at least {SEGMENT_MS:g} ms")
+    return smooth_envelopes(ref_db, SEGMENT_MS, fs), smooth_envelopes(proc_db, SEGMENT_MS, fs)
+
+
+def _bm_summary(ref_bm: np.ndarray, proc_bm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`bm_covariance` of the ear model's BM motion (24 kHz), a chunk of bands at a time."""
+    return bm_covariance(ref_bm, proc_bm, ear_model.MODEL_FS)
 
 
 def segment_window(segment_ms: float, fs: float) -> np.ndarray:

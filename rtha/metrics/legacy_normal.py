@@ -14,11 +14,14 @@ logarithms run as a numpy ufunc, and the advanced state is written back, so
 ``rng`` ends exactly where ``rng.standard_normal(shape)`` would leave it and
 the values equal numpy's to the last bit or two (numpy's vectorised ``log``
 may differ from the C library's by an ulp).  :func:`skip_standard_normal`
-advances the stream without computing values at all.
+advances the stream without computing values at all (it only counts the
+accepted pairs).  :class:`NormalStream` keeps a stream open across calls and
+can fork it, to take draws far ahead before the ones in between.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -74,6 +77,19 @@ def _word(key, words, pos):
 
 
 @njit(cache=True)
+def _accepted_count(words, p, m):
+    """How many of the ``m`` attempts from word ``p`` on give an accepted pair."""
+    total = 0
+    for i in range(m):
+        o = p + 4 * i
+        u1 = _uniform(words[o], words[o + 1])
+        u2 = _uniform(words[o + 2], words[o + 3])
+        s = u1 * u1 + u2 * u2
+        total += (s < 1.0) & (s != 0.0)
+    return total
+
+
+@njit(cache=True)
 def _accepted_pairs(key, words, pos, npairs, x1, x2, r2, store):
     """Walk the stream to the next ``npairs`` accepted pairs.
 
@@ -103,6 +119,13 @@ def _accepted_pairs(key, words, pos, npairs, x1, x2, r2, store):
                     x1[found], x2[found], r2[found] = u1, u2, s
                 found += 1
             continue
+        if not store:
+            # Only the count matters while the whole block's attempts are used.
+            total = _accepted_count(words, p, m)
+            if found + total < npairs:
+                found += total
+                pos[0] = p + 4 * m
+                continue
         for i in range(m):
             o = p + 4 * i
             u1 = _uniform(words[o], words[o + 1])
@@ -111,7 +134,7 @@ def _accepted_pairs(key, words, pos, npairs, x1, x2, r2, store):
             ax1[i] = u1
             ax2[i] = u2
             ar2[i] = s
-            ok[i] = 1 if (s < 1.0 and s != 0.0) else 0
+            ok[i] = (s < 1.0) & (s != 0.0)
         total = 0
         for i in range(m):
             total += ok[i]
@@ -162,6 +185,19 @@ class _Stream:
         self.rng.set_state(("MT19937", self.key.astype(np.uint32), int(self.pos[0]), int(self.has_gauss), self.gauss))
 
 
+@njit(cache=True)
+def _add_pairs(log_r2, r2, x1, x2, scale, out):
+    """``out[2i] += scale * f x2[i]``, ``out[2i+1] += scale * f x1[i]`` with
+    ``f = sqrt(-2 log(r2) / r2)``, over ``out``; numpy's operation order."""
+    for i in range(out.shape[0] // 2):
+        f = math.sqrt((log_r2[i] * -2.0) / r2[i])
+        out[2 * i] += (f * x2[i]) * scale
+        out[2 * i + 1] += (f * x1[i]) * scale
+    if out.shape[0] % 2:
+        i = out.shape[0] // 2
+        out[2 * i] += (math.sqrt((log_r2[i] * -2.0) / r2[i]) * x2[i]) * scale
+
+
 def _values(stream: _Stream, count: int, out: np.ndarray | None, scale: float) -> None:
     """Draw ``count`` normals; ``out`` (flat) += scale * z, or None to only advance."""
     done = 0
@@ -170,23 +206,14 @@ def _values(stream: _Stream, count: int, out: np.ndarray | None, scale: float) -
             out[0] += scale * stream.gauss
         stream.has_gauss, stream.gauss = False, 0.0
         done = 1
-    x1, x2, r2, f = (np.empty(_CHUNK_PAIRS + 1) for _ in range(4))
-    z = np.empty(2 * _CHUNK_PAIRS)
+    x1, x2, r2, log_r2 = (np.empty(_CHUNK_PAIRS + 1) for _ in range(4))
     while done < count:
         npairs = min((count - done + 1) // 2, _CHUNK_PAIRS)
         stream.pairs(npairs, x1, x2, r2)
-        ff, rr = f[:npairs], r2[:npairs]
-        np.log(rr, out=ff)
-        ff *= -2.0
-        ff /= rr
-        np.sqrt(ff, out=ff)
-        np.multiply(ff, x2[:npairs], out=z[0 : 2 * npairs : 2])
-        np.multiply(ff, x1[:npairs], out=z[1 : 2 * npairs : 2])
         take = min(2 * npairs, count - done)
         if out is not None:
-            zz = z[:take]
-            zz *= scale
-            out[done : done + take] += zz
+            np.log(r2[:npairs], out=log_r2[:npairs])
+            _add_pairs(log_r2, r2, x1, x2, scale, out[done : done + take])
         done += take
         if take < 2 * npairs:
             # The last pair's second value stays cached, computed as numpy's C code does.
@@ -203,23 +230,57 @@ def standard_normal(rng: np.random.RandomState, shape) -> np.ndarray:
 
 
 def add_standard_normal(rng: np.random.RandomState, x: np.ndarray, scale: float) -> None:
-    """In place ``x += scale * rng.standard_normal(x.shape)``; ``x`` C-contiguous float64."""
-    if x.dtype != np.float64 or not x.flags.c_contiguous:
-        raise ValueError("x must be a C-contiguous float64 array")
-    stream = _Stream(rng)
-    _values(stream, x.size, x.reshape(-1), scale)
+    """In place ``x += scale * rng.standard_normal(x.shape)``; ``x`` float64, 1-D or 2-D, rows contiguous."""
+    stream = NormalStream(rng)
+    stream.add(x, scale)
     stream.save()
 
 
 def skip_standard_normal(rng: np.random.RandomState, count: int) -> None:
     """Advance ``rng`` exactly as ``rng.standard_normal(count)`` would, without the values."""
-    stream = _Stream(rng)
-    if count > 0 and stream.has_gauss:
-        stream.has_gauss, stream.gauss = False, 0.0
-        count -= 1
-    if count > 0:
-        # Whole pairs are skipped; an odd count computes the last pair to cache its second value.
-        stream.pairs(count // 2)
-        if count % 2:
-            _values(stream, 1, None, 1.0)
+    stream = NormalStream(rng)
+    stream.skip(count)
     stream.save()
+
+
+class NormalStream:
+    """The standard-normal stream of a RandomState, drawn from here and written back by :meth:`save`.
+
+    :meth:`copy` forks it, so that draws far ahead (after a :meth:`skip`) can
+    be taken before the ones in between.
+    """
+
+    def __init__(self, rng: np.random.RandomState):
+        self._stream = _Stream(rng)
+
+    def copy(self) -> "NormalStream":
+        """An independent stream at the same position (saving either writes the same RandomState)."""
+        new = object.__new__(NormalStream)
+        new._stream = copy.copy(self._stream)
+        for name in ("key", "words", "pos"):
+            setattr(new._stream, name, getattr(self._stream, name).copy())
+        return new
+
+    def add(self, x: np.ndarray, scale: float) -> None:
+        """In place ``x += scale * z`` with the next ``x.size`` draws, C order; rows must be contiguous."""
+        if x.dtype != np.float64 or x.ndim not in (1, 2) or (x.size and x.strides[-1] != 8):
+            raise ValueError("x must be a float64 1-D or 2-D array with contiguous rows")
+        rows = x.reshape(1, -1) if x.flags.c_contiguous else x
+        for row in rows:
+            _values(self._stream, row.size, row, scale)
+
+    def skip(self, count: int) -> None:
+        """Advance over ``count`` draws without computing them."""
+        stream = self._stream
+        if count > 0 and stream.has_gauss:
+            stream.has_gauss, stream.gauss = False, 0.0
+            count -= 1
+        if count > 0:
+            # Whole pairs are skipped; an odd count computes the last pair to cache its second value.
+            stream.pairs(count // 2)
+            if count % 2:
+                _values(stream, 1, None, 1.0)
+
+    def save(self) -> None:
+        """Write the stream's position back to the RandomState it came from."""
+        self._stream.save()
