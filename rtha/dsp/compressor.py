@@ -103,7 +103,9 @@ class Compressor(Stage):
         makeup_gain: linear gain applied after compression.
 
     Any channel count; channels are compressed independently. ``gains`` holds
-    the gain of every sample of the last block, float64 ``(channels, samples)``.
+    the gain of every sample of the last block, float64 ``(channels, samples)``;
+    its buffer is reused while the block shape stays the same (no allocation per
+    block in a stream), so copy it to keep it.
     """
 
     latency = 0
@@ -141,6 +143,7 @@ class Compressor(Stage):
         self.attack = _per_sample_rate(attack_ms, fs)
         self.release = _per_sample_rate(release_ms, fs)
         self.gains = np.ones((0, 0))
+        self._gains_buffer = self.gains
         super().__init__()
 
     def _allocate(self, channels: int) -> None:
@@ -154,7 +157,9 @@ class Compressor(Stage):
 
     def _process_block(self, x: np.ndarray) -> np.ndarray:
         y = np.empty_like(x)
-        self.gains = np.empty(x.shape)
+        if self._gains_buffer.shape != x.shape:
+            self._gains_buffer = np.empty(x.shape)
+        self.gains = self._gains_buffer
         _compress(
             x, y, self.gains, self._ring, self._sums, self._gain, self._pos,
             self.threshold, self.attenuation, self.attack, self.release, self.makeup_gain,
