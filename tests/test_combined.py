@@ -74,3 +74,32 @@ def test_silent_reference_ear_is_an_error(signals):
     ref = signals["ref_16000"][:8000]
     with pytest.raises(SignalError, match="silent"):
         hasqi_v2_better_ear(np.stack([ref, 0 * ref]), np.stack([ref, ref]), 16000, PRESETS["normal"])
+
+
+def _state(rng):
+    name, key, pos, has_gauss, gauss = rng.get_state(legacy=True)
+    return name, key.tolist(), pos, has_gauss, gauss
+
+
+@pytest.mark.parametrize("metric", [icassp2023_score, haspi_v2_better_ear, hasqi_v2_better_ear])
+def test_threads_give_the_sequential_numbers_and_stream_bit_for_bit(signals, metric):
+    """Two threads: the same float and the same final RandomState as ``threads=1``, to the bit."""
+    fs = 16000
+    ref = signals["ref_16000"][:20000]
+    proc = signals["proc_16000_white_snr5"][:20000]
+    ref_lr = np.stack([ref, 0.8 * ref])
+    proc_lr = np.stack([proc, np.concatenate((np.zeros(7), proc[:-7]))])
+    results = {}
+    for threads in (1, 2):
+        rng = np.random.RandomState(11)
+        rng.standard_normal(3)  # an odd draw count leaves a cached value: the streams must carry it
+        results[threads] = (metric(ref_lr, proc_lr, fs, PRESETS["moderate"], rng=rng, threads=threads), _state(rng))
+    assert results[2][0] == results[1][0]
+    assert results[2][1] == results[1][1]
+
+
+def test_threads_must_be_a_positive_integer(signals):
+    ref_lr = np.stack([signals["ref_16000"][:8000]] * 2)
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="threads"):
+            icassp2023_score(ref_lr, ref_lr, 16000, PRESETS["normal"], threads=bad)

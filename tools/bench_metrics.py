@@ -12,7 +12,10 @@ RMS 1 (the Clarity level).  For each metric and sample rate:
 
 ``better_ear_haspi_hasqi`` is better-ear HASPI plus better-ear HASQI of the
 same scene: ``icassp2023_score``, which shares each ear's resampling and
-input alignment between the two metrics.  Peak memory is the maximum resident
+input alignment between the two metrics.  Every item is the default call,
+which uses ``min(2, os.cpu_count())`` threads (reported as ``threads``);
+``better_ear_haspi_hasqi_1thread`` is the same call with ``threads=1`` (as in
+each worker of ``rtha score --jobs N``).  Peak memory is the maximum resident
 set size of a fresh subprocess scoring that pair on a 30 s scene at 44.1 kHz.
 With ``--pyclarity PYTHON`` the same signals go through pyclarity 0.9.0 in that
 interpreter (its warm time, after one call on a short signal compiles its numba
@@ -45,7 +48,14 @@ SECONDS = 6.0
 LONG_SECONDS = 30.0
 RATES = (44100, 16000)
 LEVEL_DB_SPL = 100.0
-ITEMS = ("haspi_one_ear", "haspi_better_ear", "hasqi_one_ear", "hasqi_better_ear", "better_ear_haspi_hasqi")
+ITEMS = (
+    "haspi_one_ear",
+    "haspi_better_ear",
+    "hasqi_one_ear",
+    "hasqi_better_ear",
+    "better_ear_haspi_hasqi",
+    "better_ear_haspi_hasqi_1thread",
+)
 
 
 def scene(fs: int, seconds: float) -> tuple[np.ndarray, np.ndarray]:
@@ -75,6 +85,9 @@ def metric_calls() -> dict:
         # icassp2023_score = 0.5 x (better-ear HASPI + better-ear HASQI), the
         # two metrics sharing each ear's resampling and input alignment.
         calls["better_ear_haspi_hasqi"] = lambda r, p, fs, lis: metrics.icassp2023_score(r, p, fs, lis, LEVEL_DB_SPL)
+        calls["better_ear_haspi_hasqi_1thread"] = lambda r, p, fs, lis: metrics.icassp2023_score(
+            r, p, fs, lis, LEVEL_DB_SPL, threads=1
+        )
     return calls
 
 
@@ -182,6 +195,8 @@ def main() -> int:
         print(json.dumps(run_memory()))
         return 0
 
+    from rtha.metrics.threads import resolve_threads
+
     calls = metric_calls()
     lis = listener()
     results: dict = {}
@@ -204,13 +219,16 @@ def main() -> int:
         "results": results,
         "better_ear_haspi_hasqi_warm_s": (results["44100"]["better_ear_haspi_hasqi"] or {}).get("warm_s"),
         "better_ear_haspi_hasqi_cold_s": (results["44100"]["better_ear_haspi_hasqi"] or {}).get("cold_s"),
+        "better_ear_haspi_hasqi_warm_1thread_s": (results["44100"]["better_ear_haspi_hasqi_1thread"] or {}).get("warm_s"),
+        "better_ear_haspi_hasqi_cold_1thread_s": (results["44100"]["better_ear_haspi_hasqi_1thread"] or {}).get("cold_s"),
+        "threads": resolve_threads(None),
         "memory_30s": memory,
     }
     if args.pyclarity:
         ref_times = run_pyclarity(args.pyclarity)
         report["pyclarity_warm_s"] = ref_times
         report["speedup_vs_pyclarity"] = {
-            fs: {item: ref_times[fs][item] / results[fs][item]["warm_s"] for item in ITEMS if results[fs][item]}
+            fs: {item: ref_times[fs][item] / results[fs][item]["warm_s"] for item in ref_times[fs] if results[fs].get(item)}
             for fs in ref_times
         }
     if args.json:
@@ -224,15 +242,18 @@ def print_table(report: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"HASPI v2 / HASQI v2, {report['signal_s']:g} s scene (load {report['machine']['load_avg_1min']:.1f})")
+    table = Table(
+        title=f"HASPI v2 / HASQI v2, {report['signal_s']:g} s scene, {report['threads']} threads per call "
+        f"(load {report['machine']['load_avg_1min']:.1f})"
+    )
     for col in ("fs", "item", "warm s", "cold s", "pyclarity s", "speed-up"):
-        table.add_column(col, justify="right" if col not in ("item",) else "left")
+        table.add_column(col, justify="right" if col not in ("item",) else "left", no_wrap=col == "item")
     for fs, row in report["results"].items():
         for item, r in row.items():
             if r is None:
                 table.add_row(fs, item, "n/a", "n/a", "", "")
                 continue
-            ref = report.get("pyclarity_warm_s", {}).get(fs, {}).get(item)
+            ref = report.get("pyclarity_warm_s", {}).get(fs, {}).get(item.removesuffix("_1thread"))
             table.add_row(
                 fs, item, f"{r['warm_s']:.3f}", f"{r['cold_s']:.3f}",
                 f"{ref:.2f}" if ref else "", f"{ref / r['warm_s']:.1f}x" if ref else "",

@@ -8,7 +8,10 @@ from the scene name and then used by HASPI left, HASPI right, HASQI left and
 HASQI right in that order. Here the stream is an explicit
 ``numpy.random.RandomState`` passed through the same calls in the same order,
 so ``rng=numpy.random.RandomState(scene_seed(scene))`` reproduces the
-challenge's numbers.
+challenge's numbers.  One call uses up to two threads (``threads``): the two
+ears' resampling and alignment side by side, then each ear model's chunks of
+bands side by side (the ears themselves in stream order, as where the right
+ear's noise starts depends on how many draws the left ear's data took).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import numpy as np
 from ..audiogram import Listener
 from .haspi import better_ear, ear_inputs, haspi_v2_aligned, noise_rng
 from .hasqi import hasqi_v2_aligned
+from .threads import resolve_threads
 
 #: dB SPL of a signal with RMS 1 in the challenge's evaluation.
 CHALLENGE_LEVEL_DB_SPL = 100.0
@@ -37,6 +41,7 @@ def hasqi_v2_better_ear(
     listener: Listener,
     level_db_spl: float = CHALLENGE_LEVEL_DB_SPL,
     rng: np.random.RandomState | None = None,
+    threads: int | None = None,
 ) -> float:
     """HASQI v2 of each ear (equalisation 1); the better (higher) of the two.
 
@@ -47,8 +52,13 @@ def hasqi_v2_better_ear(
         listener: audiograms of both ears.
         level_db_spl: dB SPL of a signal with RMS 1.
         rng: noise source, used by the left ear then the right; None: ``RandomState(0)``.
+        threads: threads for one call (None: ``min(2, os.cpu_count())``; 1:
+            this thread only, e.g. in each worker of a process pool); the
+            result and ``rng``'s final state do not depend on it (see
+            :func:`~rtha.metrics.haspi.haspi_v2_better_ear`).
     """
-    return better_ear(hasqi_v2_aligned, ear_inputs(ref_lr, proc_lr, fs), listener, level_db_spl, rng)
+    threads = resolve_threads(threads)
+    return better_ear(hasqi_v2_aligned, ear_inputs(ref_lr, proc_lr, fs, threads), listener, level_db_spl, rng, threads)
 
 
 def icassp2023_score(
@@ -58,6 +68,7 @@ def icassp2023_score(
     listener: Listener,
     level_db_spl: float = CHALLENGE_LEVEL_DB_SPL,
     rng: np.random.RandomState | None = None,
+    threads: int | None = None,
 ) -> float:
     """0.5 x (better-ear HASPI v2 + better-ear HASQI v2), the ICASSP 2023 challenge score.
 
@@ -65,11 +76,14 @@ def icassp2023_score(
     right) and then HASQI (left, right), as in the challenge's evaluation, so
     the result equals the mean of ``haspi_v2_better_ear`` and
     ``hasqi_v2_better_ear`` called in that order with the same ``rng``.
+    ``threads`` (None: ``min(2, os.cpu_count())``; 1: this thread only) share
+    out one call, the same numbers and final ``rng`` state for any count.
     """
     rng = noise_rng(rng)
+    threads = resolve_threads(threads)
     # Resampling and input alignment are the same for both metrics: done once per ear.
-    inputs = ear_inputs(ref_lr, proc_lr, fs)
-    haspi = better_ear(haspi_v2_aligned, inputs, listener, level_db_spl, rng)
-    hasqi = better_ear(hasqi_v2_aligned, inputs, listener, level_db_spl, rng)
+    inputs = ear_inputs(ref_lr, proc_lr, fs, threads)
+    haspi = better_ear(haspi_v2_aligned, inputs, listener, level_db_spl, rng, threads)
+    hasqi = better_ear(hasqi_v2_aligned, inputs, listener, level_db_spl, rng, threads)
     return 0.5 * (haspi + hasqi)
 

@@ -28,6 +28,13 @@ smoothed envelopes and short-time BM covariances), which keeps the memory of
 a 30 s scene well under 1 GB.  :func:`aligned_inputs` (resampling
 and input alignment) does not depend on the ear or the metric, so HASPI and
 HASQI of one pair share it (:func:`ear_model_aligned`).
+
+Threads: the two chunks of bands are independent once the control filters
+have set the bandwidths, so they run concurrently (``threads``; the kernels
+release the GIL).  Their noise is still the stream's: each chunk's reference
+and processed rows draw from copies of the stream skipped ahead (beside the
+control filters) to where those rows' draws lie, so any thread count gives
+the same numbers and leaves ``rng`` in the same state.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import math
+import queue
 
 import numpy as np
 from numba import njit
@@ -45,6 +53,7 @@ from scipy.signal import butter, cheby2, correlate, group_delay, lfilter, resamp
 from ..audiogram import Audiogram
 from ..errors import RthaError
 from .legacy_normal import NormalStream, skip_standard_normal
+from .threads import resolve_threads, run_concurrently, thread_map
 
 #: Audiometric frequencies (Hz) at which the model reads the hearing loss.
 AUDIOMETRIC_FREQS = np.array([250.0, 500.0, 1000.0, 2000.0, 4000.0, 6000.0])
@@ -70,6 +79,10 @@ _BLOCK = 2048
 #: constant of the kernels (their band loops vectorise), and it bounds the
 #: memory of the BM motion to two ``(_CHUNK, samples)`` arrays.
 _CHUNK = 16
+#: Memory (bytes) that concurrently modelled chunks of bands may hold in
+#: envelope and BM buffers: longer signals run fewer chunks at a time (a 6 s
+#: scene runs two; quality-mode (BM) scenes beyond ~17 s one).
+_CONCURRENT_CHUNK_BYTES = 400 * 2**20
 
 
 #: A per-band summary of the model's outputs for one chunk of bands:
@@ -252,7 +265,7 @@ def _filterbank_work(bandwidth, center_freqs, fs) -> np.ndarray:
     return np.ascontiguousarray(np.vstack(rows)).ravel()
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _gammatone_block(x, w, env, bm, sum_sq, want_bm):
     """One block of a 4th-order gammatone filterbank for one signal, :data:`_CHUNK` bands.
 
@@ -301,7 +314,7 @@ def _gammatone_block(x, w, env, bm, sum_sq, want_bm):
                 bm[o + b] = g * (yr * c + yi * s)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _compression_exponent_block(level_log, low_knee, slope, ohc_attn, level_db_spl):
     """In place: log10 of the control envelope -> natural log of the OHC gain.
 
@@ -320,7 +333,7 @@ def _compression_exponent_block(level_log, low_knee, slope, ohc_attn, level_db_s
             level_log[o + b] = (-ohc_attn[b] - (lev - low_knee[b]) * slope[b]) * to_ln
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _compress_block(gain, env, bm, b0, b1, a1, z, env_out, bm_out, t0, want_bm):
     """Smooth the OHC gain (first-order low-pass at 800 Hz, lfilter's operation
     order, state ``z`` (bands,)) and apply it to the envelope and BM motion.
@@ -340,7 +353,7 @@ def _compress_block(gain, env, bm, b0, b1, a1, z, env_out, bm_out, t0, want_bm):
                 bm_out[b, t0 + t] = y * bm[o + b]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _ihc_block(env_log, env_db, bm, offset, p, v, t0, want_bm):
     """dB SL conversion and IHC rapid and short-term adaptation over one block, in place.
 
@@ -372,7 +385,7 @@ def _ihc_block(env_log, env_db, bm, offset, p, v, t0, want_bm):
             env_db[b, t0 + t] = out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _shift_rows(a, shifts):
     """In place, row by row: advance row r by ``shifts[r]`` samples (delay if negative), zero fill."""
     n = a.shape[1]
@@ -461,7 +474,7 @@ def _align_lags(ref: np.ndarray, out: np.ndarray, max_lag: int) -> np.ndarray:
     return delays
 
 
-@njit(cache=True, fastmath=True)  # fastmath: the norms' sums vectorise (they only set a margin)
+@njit(cache=True, nogil=True, fastmath=True)  # fastmath: the norms' sums vectorise (they only set a margin)
 def _correlation_blocks(ref, out, lo, block, seg, blk, norms):
     """Cut a row pair for :func:`_blocked_correlation`: ``blk[j]`` = ``out[j*block ...]``
     (``block`` samples, zero padded), ``seg[j]`` = the ``ref`` stretch its lags reach,
@@ -498,7 +511,7 @@ def _blocked_correlation(seg: np.ndarray, blk: np.ndarray, count: int) -> np.nda
     return sfft.irfft(cross, size)[:count]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _cross_spectrum_sum(a, b):
     """``sum_j a[j] * conj(b[j])`` over the rows, accumulated in complex128."""
     acc = np.zeros(a.shape[1], dtype=np.complex128)
@@ -516,7 +529,7 @@ def _fft_size(n: int) -> int:
     return min(f << max(0, math.ceil(math.log2(n / f))) for f in (1, 3, 9))
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, nogil=True, fastmath=True)
 def _lagged_dot(ref, out, lag):
     """``sum_n ref[n + lag] * out[n]`` over the overlap (numba: no BLAS threads, no slicing)."""
     n = ref.shape[0]
@@ -613,6 +626,7 @@ def ear_model(
     shift: float | None = None,
     env_summary: Summary | None = None,
     bm_summary: Summary | None = None,
+    threads: int | None = None,
 ) -> EarModelOutput:
     """Run both signals through the auditory model (32 bands).
 
@@ -641,6 +655,10 @@ def ear_model(
             is the band.  None: copies of the envelopes.
         bm_summary: likewise for the BM motion (with the envelope in dB SL and
             the threshold noise added).  None: the BM motion is not computed (HASPI).
+        threads: chunks of bands modelled concurrently on up to this many
+            threads (None: ``min(2, os.cpu_count())``; 1: one after the other);
+            the summaries must then be thread-safe.  The results and ``rng``'s
+            final state are the same for any count.
 
     Returns:
         :class:`EarModelOutput`.
@@ -648,7 +666,7 @@ def ear_model(
     _check_itype(itype)
     return ear_model_aligned(
         aligned_inputs(ref, ref_fs, proc, proc_fs), hearing_loss, itype, level_db_spl, rng,
-        shift=shift, env_summary=env_summary, bm_summary=bm_summary,
+        shift=shift, env_summary=env_summary, bm_summary=bm_summary, threads=threads,
     )
 
 
@@ -662,9 +680,17 @@ def ear_model_aligned(
     shift: float | None = None,
     env_summary: Summary | None = None,
     bm_summary: Summary | None = None,
+    threads: int | None = None,
 ) -> EarModelOutput:
-    """:func:`ear_model` from its :func:`aligned_inputs` (shared by metrics that score the same pair)."""
+    """:func:`ear_model` from its :func:`aligned_inputs` (shared by metrics that score the same pair).
+
+    ``threads``: the chunks of bands are modelled concurrently on up to this
+    many threads (None: ``min(2, os.cpu_count())``; 1: one after the other;
+    fewer for long signals, see :data:`_CONCURRENT_CHUNK_BYTES`).  The
+    numbers and ``rng``'s final state do not depend on it.
+    """
     _check_itype(itype)
+    threads = resolve_threads(threads)
     hearing_loss = np.asarray(hearing_loss, dtype=np.float64)
     fs, nb, want_bm = MODEL_FS, N_BANDS, bm_summary is not None
 
@@ -680,42 +706,70 @@ def ear_model_aligned(
     signals = middle_ear(ref), middle_ear(proc)
     n = len(ref)
     blocks = [(t0, min(t0 + _BLOCK, n)) for t0 in range(0, n, _BLOCK)]
-    empty = np.empty(0)
-    scratch = np.empty(_BLOCK * _CHUNK)
 
     # Pass 1: the level in each wide control filter sets the band's bandwidth.
-    control_sq = np.zeros((2, nb))
-    for k, c in ((k, c) for k in range(2) for c in chunks):
-        work = _filterbank_work(bw_max[c], cf_control[c], fs)
-        for t0, t1 in blocks:
-            _gammatone_block(signals[k][t0:t1], work, scratch[: (t1 - t0) * _CHUNK], empty, control_sq[k, c], False)
+    def control_levels() -> np.ndarray:
+        sq, scratch = np.zeros((2, nb)), np.empty(_BLOCK * _CHUNK)
+        # (No BM output: an empty array of its own, as one that shares the envelope's
+        # address defeats the kernel's vectorisation.)
+        no_bm = np.empty(0)
+        for k, c in ((k, c) for k in range(2) for c in chunks):
+            work = _filterbank_work(bw_max[c], cf_control[c], fs)
+            for t0, t1 in blocks:
+                _gammatone_block(signals[k][t0:t1], work, scratch[: (t1 - t0) * _CHUNK], no_bm, sq[k, c], False)
+        return sq
+
+    # Threshold noise: all reference bands' draws come first, then the processed
+    # signal's; each chunk's two streams start where its rows' draws lie.
+    def noise_streams() -> list:
+        if not want_bm:
+            skip_standard_normal(rng, 2 * nb * n)
+            return [None] * len(chunks)
+        stream = NormalStream(rng)
+        starts = []
+        for i in range(2 * len(chunks)):
+            starts.append(stream.copy())
+            if i < 2 * len(chunks) - 1:
+                stream.skip(_CHUNK * n)
+        return [(starts[i], starts[len(chunks) + i]) for i in range(len(chunks))]
+
+    # The noise streams are positioned (a walk along the stream) beside pass 1.
+    control_sq, noise = run_concurrently((control_levels, noise_streams), threads)
     control_rms = np.sqrt(control_sq / n)
     bandwidth = [_bandwidth_for_level(control_rms[k], losses[k].bandwidth, bw_max, level_db_spl) for k in range(2)]
     # Equalise the gammatone group delays (the reference's bandwidths for both).
     delays = -_group_delays(bandwidth[0], cf, fs)
-
-    # Threshold noise: the reference's draws come first for all bands, so the
-    # processed signal's stream skips ahead of them.
     noise_gain = 10 ** ((_IHC_NOISE_DB - level_db_spl) / 20)
-    if want_bm:
-        ref_noise = NormalStream(rng)
-        proc_noise = ref_noise.copy()
-        proc_noise.skip(nb * n)
-    else:
-        skip_standard_normal(rng, 2 * nb * n)
 
     # Pass 2, a chunk of bands at a time: envelopes and BM motion, compressed,
     # aligned, adapted, delayed; the BM motion summarised.
     env_summary = env_summary or (lambda ref_db, proc_db: (ref_db.copy(), proc_db.copy()))
-    env_c = [np.empty((_CHUNK, n)) for _ in range(2)]
-    env_sq = np.zeros((2, nb))
-    bm_out = [np.empty((_CHUNK, n)) if want_bm else np.empty((0, 0)) for _ in range(2)]
     max_lag = int(np.rint(_ALIGN_RANGE_S * fs))
-    env_parts, bm_parts = [], []
-    for c in chunks:
+
+    chunk_bytes = (4 if want_bm else 2) * _CHUNK * n * 8
+    workers = max(1, min(threads, _CONCURRENT_CHUNK_BYTES // chunk_bytes))
+    # One set of work buffers per thread, reused from chunk to chunk (fresh pages cost).
+    free_buffers = queue.SimpleQueue()
+    for _ in range(workers):
+        free_buffers.put((
+            [np.empty((_CHUNK, n)) for _ in range(2)],
+            [np.empty((_CHUNK, n)) if want_bm else np.empty((0, 0)) for _ in range(2)],
+            np.empty(_BLOCK * _CHUNK),
+        ))
+
+    def chunk_outputs(job):
+        c, streams = job
+        buffers = free_buffers.get()
+        try:
+            return model_chunk(c, streams, *buffers)
+        finally:
+            free_buffers.put(buffers)
+
+    def model_chunk(c, streams, env_c, bm_out, scratch):
+        env_sq = np.zeros((2, _CHUNK))
         for k in range(2):
             _compressed_bands(signals[k], blocks, bw_max[c], cf_control[c], bandwidth[k][c], cf[c], losses[k], c,
-                              level_db_spl, env_c[k], bm_out[k], env_sq[k, c], want_bm, scratch)
+                              level_db_spl, env_c[k], bm_out[k], env_sq[k], want_bm, scratch)
         # Align each processed band to the reference band.
         for ref_a, proc_a in [(env_c[0], env_c[1])] + ([(bm_out[0], bm_out[1])] if want_bm else []):
             _shift_rows(proc_a, _align_lags(ref_a, proc_a, max_lag))
@@ -723,20 +777,23 @@ def ear_model_aligned(
             _ihc_adaptation(env_c[k], bm_out[k], level_db_spl - losses[k].ihc_attn[c], blocks, want_bm, scratch)
         _shift_rows(env_c[0], delays[c])
         _shift_rows(env_c[1], delays[c])
-        env_parts.append(env_summary(env_c[0], env_c[1]))
+        env_part = env_summary(env_c[0], env_c[1])
+        bm_part = None
         if want_bm:
-            ref_noise.add(bm_out[0], noise_gain)
-            proc_noise.add(bm_out[1], noise_gain)
-            _shift_rows(bm_out[0], delays[c])
-            _shift_rows(bm_out[1], delays[c])
-            bm_parts.append(bm_summary(bm_out[0], bm_out[1]))
+            for k in range(2):
+                streams[k].add(bm_out[k], noise_gain)
+                _shift_rows(bm_out[k], delays[c])
+            bm_part = bm_summary(bm_out[0], bm_out[1])
+        return env_part, bm_part, env_sq
+
+    parts = thread_map(chunk_outputs, zip(chunks, noise), workers)
     if want_bm:
-        proc_noise.save()
-    env_rms = np.sqrt(env_sq / n)
+        noise[-1][1].save()
+    env_rms = np.sqrt(np.concatenate([p[2] for p in parts], axis=1) / n)
 
     return EarModelOutput(
-        env=_stack(env_parts),
-        bm=_stack(bm_parts) if want_bm else None,
+        env=_stack([p[0] for p in parts]),
+        bm=_stack([p[1] for p in parts]) if want_bm else None,
         ref_sl=_rms_to_sl(env_rms[0], control_rms[0], losses[0], level_db_spl),
         proc_sl=_rms_to_sl(env_rms[1], control_rms[1], losses[1], level_db_spl),
         fs=fs,

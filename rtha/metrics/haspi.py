@@ -27,6 +27,7 @@ from ..audiogram import Audiogram, Listener
 from . import haspi_weights
 from .ear_model import MODEL_FS, SignalError, aligned_inputs, ear_model_aligned, hearing_loss_at_model_freqs
 from .legacy_normal import add_standard_normal
+from .threads import resolve_threads, thread_map
 
 #: Envelope low-pass cutoff (Hz) and the nominal subsampled envelope rate (Hz).
 ENVELOPE_CUTOFF_HZ = 320.0
@@ -59,7 +60,7 @@ def envelope_lowpass_taps(cutoff_hz: float, fs: float) -> np.ndarray:
     return taps / np.sum(taps)
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, nogil=True, fastmath=True)
 def _fir_subsample(x, taps, step, offset, out):
     """``out[j, b] = sum_k taps[k] * x[b, j*step - offset + k]`` for even-length
     symmetric ``taps``, ``x`` taken as zero outside its rows; mirrored taps
@@ -152,7 +153,7 @@ def cepstral_coefficients(
     return ref_cep - ref_cep.mean(axis=0), proc_cep - proc_cep.mean(axis=0)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _project(x, basis):
     """``x @ basis`` without BLAS, whose threads stall on a busy machine for this small product."""
     out = np.zeros((x.shape[0], basis.shape[1]))
@@ -235,6 +236,7 @@ def haspi_v2(
     audiogram: Audiogram,
     level_db_spl: float = 65.0,
     rng: np.random.RandomState | None = None,
+    threads: int | None = None,
 ) -> tuple[float, np.ndarray]:
     """HASPI v2 of one ear.
 
@@ -249,6 +251,9 @@ def haspi_v2(
         rng: source of the model's internal noise; default
             ``RandomState(0)`` (deterministic).  With ``RandomState(s)`` the
             result equals pyclarity's after ``numpy.random.seed(s)``.
+        threads: threads for the ear model's chunks of bands (None:
+            ``min(2, os.cpu_count())``; 1: this thread only); the result does
+            not depend on it.
 
     Returns:
         ``(score, raw)``: intelligibility 0-1 and the 10 modulation-filter
@@ -257,7 +262,7 @@ def haspi_v2(
     Raises:
         SignalError: not 1-D, empty, non-finite, or a silent reference.
     """
-    return haspi_v2_aligned(aligned_inputs(ref, fs, proc, fs), audiogram, level_db_spl, rng)
+    return haspi_v2_aligned(aligned_inputs(ref, fs, proc, fs), audiogram, level_db_spl, rng, threads)
 
 
 def haspi_v2_aligned(
@@ -265,11 +270,13 @@ def haspi_v2_aligned(
     audiogram: Audiogram,
     level_db_spl: float = 65.0,
     rng: np.random.RandomState | None = None,
+    threads: int | None = None,
 ) -> tuple[float, np.ndarray]:
     """:func:`haspi_v2` of a pair already through :func:`~rtha.metrics.ear_model.aligned_inputs`."""
     rng = noise_rng(rng)
     model = ear_model_aligned(
-        inputs, hearing_loss_at_model_freqs(audiogram), 0, level_db_spl, rng, env_summary=_lowpass_summary
+        inputs, hearing_loss_at_model_freqs(audiogram), 0, level_db_spl, rng, env_summary=_lowpass_summary,
+        threads=threads,
     )
     ref_lp, proc_lp = (np.ascontiguousarray(x.T) for x in model.env)
     ref_cep, proc_cep = cepstral_coefficients(ref_lp, proc_lp, rng)
@@ -297,6 +304,7 @@ def haspi_v2_better_ear(
     listener: Listener,
     level_db_spl: float = 100.0,
     rng: np.random.RandomState | None = None,
+    threads: int | None = None,
 ) -> float:
     """Better-ear HASPI v2: the larger of the left- and right-ear scores.
 
@@ -307,29 +315,39 @@ def haspi_v2_better_ear(
         rng: one stream for both ears, the left ear drawing first (as
             pyclarity's ``haspi_v2_be`` after one ``numpy.random.seed``);
             default ``RandomState(0)``.
+        threads: threads for one call (None: ``min(2, os.cpu_count())``; 1:
+            this thread only, e.g. in each worker of a process pool).  The
+            two ears' resampling and alignment run side by side, then each
+            ear's model with its chunks of bands side by side; the noise
+            streams are positioned first, so the score and ``rng``'s final
+            state are the same for any count.
     """
-    return better_ear(haspi_v2_aligned, ear_inputs(ref_lr, proc_lr, fs), listener, level_db_spl, rng)
+    threads = resolve_threads(threads)
+    return better_ear(haspi_v2_aligned, ear_inputs(ref_lr, proc_lr, fs, threads), listener, level_db_spl, rng, threads)
 
 
-def ear_inputs(ref_lr, proc_lr, fs: float) -> list[tuple[np.ndarray, np.ndarray]]:
-    """:func:`~rtha.metrics.ear_model.aligned_inputs` of the left and then the right ear.
+def ear_inputs(ref_lr, proc_lr, fs: float, threads: int = 1) -> list[tuple[np.ndarray, np.ndarray]]:
+    """:func:`~rtha.metrics.ear_model.aligned_inputs` of the left and the right ear
+    (on two threads when ``threads`` > 1).
 
     ``ref_lr``/``proc_lr`` are ``(2, samples)`` (left, right); computed once,
     they serve every metric of the pair.
     """
     ref_lr = check_stereo(ref_lr, "reference")
     proc_lr = check_stereo(proc_lr, "processed signal")
-    return [aligned_inputs(ref, fs, proc, fs) for ref, proc in zip(ref_lr, proc_lr)]
+    return thread_map(lambda ear: aligned_inputs(ref_lr[ear], fs, proc_lr[ear], fs), (0, 1), threads)
 
 
-def better_ear(metric_aligned, inputs_lr, listener, level_db_spl, rng) -> float:
-    """The larger of ``metric_aligned(inputs, audiogram, level_db_spl=, rng=)[0]`` over both ears.
+def better_ear(metric_aligned, inputs_lr, listener, level_db_spl, rng, threads: int = 1) -> float:
+    """The larger of ``metric_aligned(inputs, audiogram, level_db_spl=, rng=, threads=)[0]`` over both ears.
 
     ``inputs_lr`` from :func:`ear_inputs`; one ``rng`` stream serves both ears,
-    the left drawing first (default ``RandomState(0)``).
+    the left drawing first (default ``RandomState(0)``).  The ears run one
+    after the other (where the right ear's noise starts depends on how much
+    the left one drew); ``threads`` go to each ear's model.
     """
     rng = noise_rng(rng)
     return max(
-        metric_aligned(inputs, audiogram, level_db_spl=level_db_spl, rng=rng)[0]
+        metric_aligned(inputs, audiogram, level_db_spl=level_db_spl, rng=rng, threads=threads)[0]
         for inputs, audiogram in zip(inputs_lr, listener.ears)
     )

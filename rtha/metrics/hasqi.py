@@ -45,6 +45,7 @@ def hasqi_v2(
     equalisation: int = 1,
     level_db_spl: float = 65.0,
     rng: np.random.RandomState | None = None,
+    threads: int | None = None,
 ) -> tuple[float, float, float, list[float]]:
     """HASQI v2 of a processed signal against its clean reference, for one ear.
 
@@ -59,6 +60,9 @@ def hasqi_v2(
         level_db_spl: dB SPL of a signal with RMS 1.
         rng: source of the model's internal noise; ``RandomState(s)`` gives
             pyclarity's numbers after ``np.random.seed(s)``. None: ``RandomState(0)``.
+        threads: threads for the ear model's chunks of bands (None:
+            ``min(2, os.cpu_count())``; 1: this thread only); the result does
+            not depend on it.
 
     Returns:
         ``(combined, nonlinear, linear, raw)``: combined = nonlinear x linear,
@@ -70,7 +74,7 @@ def hasqi_v2(
             not finite, or a silent or too short (< 16 ms of sound) reference.
     """
     _check_equalisation(equalisation)
-    return hasqi_v2_aligned(ear_model.aligned_inputs(ref, fs, proc, fs), audiogram, equalisation, level_db_spl, rng)
+    return hasqi_v2_aligned(ear_model.aligned_inputs(ref, fs, proc, fs), audiogram, equalisation, level_db_spl, rng, threads)
 
 
 def _check_equalisation(equalisation) -> None:
@@ -84,6 +88,7 @@ def hasqi_v2_aligned(
     equalisation: int = 1,
     level_db_spl: float = 65.0,
     rng: np.random.RandomState | None = None,
+    threads: int | None = None,
 ) -> tuple[float, float, float, list[float]]:
     """:func:`hasqi_v2` of a pair already through :func:`~rtha.metrics.ear_model.aligned_inputs`."""
     _check_equalisation(equalisation)
@@ -92,7 +97,8 @@ def hasqi_v2_aligned(
     hearing_loss = ear_model.hearing_loss_at_model_freqs(audiogram)
     # The model's itype 1 / 2 = quality mode with / without its own NAL-R on the reference.
     out = ear_model.ear_model_aligned(
-        inputs, hearing_loss, equalisation, level_db_spl, rng, env_summary=_smooth_summary, bm_summary=_bm_summary
+        inputs, hearing_loss, equalisation, level_db_spl, rng, env_summary=_smooth_summary, bm_summary=_bm_summary,
+        threads=threads,
     )
 
     # Envelope: cepstral correlation of the smoothed (125 Hz) log envelopes.
@@ -267,7 +273,7 @@ def _inverse_autocorrelation(w: np.ndarray, max_lag: int) -> np.ndarray:
     return 1.0 / full[mid - max_lag : mid + max_lag + 1]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _bm_covariance_kernel(x, y, window, inv_corr, inv_half_corr, nseg):
     """Per band and segment: peak unbiased cross-correlation / RMS product, and the reference's mean square."""
     nbands = x.shape[0]
@@ -302,7 +308,7 @@ def _bm_covariance_kernel(x, y, window, inv_corr, inv_half_corr, nseg):
     return cov, ref_ms
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _window_demean(x, y, w, xs, ys, offset):
     """xs[:m] = x*w less its mean, ys[offset:offset+m] likewise; returns both energies."""
     m = w.size
@@ -325,7 +331,7 @@ def _window_demean(x, y, w, xs, ys, offset):
     return xpow, ypow
 
 
-@njit(cache=True, fastmath={"reassoc", "contract"})
+@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
 def _peak_unbiased_correlation(xs, ys, m, inv):
     """max over lags j of |inv[j] * sum_t xs[t] ys[t + j]|, t < m (reassociation lets the sums vectorise)."""
     peak = 0.0

@@ -35,7 +35,7 @@ _TWO_POW_M53 = 1.0 / 9007199254740992.0
 _CHUNK_PAIRS = 1 << 15
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _twist(key):
     """Regenerate the 624 state words in place (three loops so that each vectorises)."""
     for i in range(_N - _M):
@@ -48,7 +48,7 @@ def _twist(key):
     key[_N - 1] = key[_M - 1] ^ (y >> 1) ^ ((y & 1) * _MATRIX_A)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _temper(key, words):
     for i in range(_N):
         y = key[i]
@@ -59,13 +59,13 @@ def _temper(key, words):
         words[i] = y
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _uniform(a, b):
     """numpy's legacy double in [-1, 1) from two 32-bit words."""
     return 2.0 * (((a >> 5) * 67108864.0 + (b >> 6)) * _TWO_POW_M53) - 1.0
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _word(key, words, pos):
     if pos[0] >= _N:
         _twist(key)
@@ -76,7 +76,7 @@ def _word(key, words, pos):
     return w
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _accepted_count(words, p, m):
     """How many of the ``m`` attempts from word ``p`` on give an accepted pair."""
     total = 0
@@ -89,7 +89,7 @@ def _accepted_count(words, p, m):
     return total
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _accepted_pairs(key, words, pos, npairs, x1, x2, r2, store):
     """Walk the stream to the next ``npairs`` accepted pairs.
 
@@ -185,7 +185,7 @@ class _Stream:
         self.rng.set_state(("MT19937", self.key.astype(np.uint32), int(self.pos[0]), int(self.has_gauss), self.gauss))
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _add_pairs(log_r2, r2, x1, x2, scale, out):
     """``out[2i] += scale * f x2[i]``, ``out[2i+1] += scale * f x1[i]`` with
     ``f = sqrt(-2 log(r2) / r2)``, over ``out``; numpy's operation order."""

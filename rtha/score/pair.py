@@ -63,11 +63,16 @@ def _flushed(x: np.ndarray, tail: int) -> np.ndarray:
 
 
 class PairScorer:
-    """Scores pairs of one dataset; one per worker process (holds the enhancer, never more than one scene)."""
+    """Scores pairs of one dataset; one per worker process (holds the enhancer, never more than one scene).
 
-    def __init__(self, settings: ScoreSettings, configs: dict[str, str]) -> None:
+    ``metric_threads``: threads of each HASPI/HASQI call (None: up to 2, for
+    one process scoring alone; 1 in each worker of a pool).
+    """
+
+    def __init__(self, settings: ScoreSettings, configs: dict[str, str], metric_threads: int | None = None) -> None:
         self.settings = settings
         self.configs = configs
+        self.metric_threads = metric_threads
         self.nfir = settings.nfir if settings.nfir is not None else default_nfir(settings.rate)
         self.dataset = ClarityDataset(settings.root, settings.split)
         self.enhancer = None
@@ -125,8 +130,9 @@ class PairScorer:
             out = self.system_output(system, scene, listener_id, listener, mix)
             rng = np.random.RandomState(scene_seed(scene))  # HASPI left, right, then HASQI left, right
             try:
-                haspi = float(haspi_v2_better_ear(ref, out, s.rate, listener, level_db_spl=s.level_db_spl, rng=rng))
-                hasqi = float(hasqi_v2_better_ear(ref, out, s.rate, listener, level_db_spl=s.level_db_spl, rng=rng))
+                kw = {"level_db_spl": s.level_db_spl, "rng": rng, "threads": self.metric_threads}
+                haspi = float(haspi_v2_better_ear(ref, out, s.rate, listener, **kw))
+                hasqi = float(hasqi_v2_better_ear(ref, out, s.rate, listener, **kw))
             except RthaError as e:
                 raise RthaError(f"scene {scene}, listener {listener_id}, system {system}: {e}") from None
             rows.append(ScoreRow(scene, listener_id, system, haspi, hasqi, 0.5 * (haspi + hasqi), self.configs[system]))

@@ -1,8 +1,9 @@
 """Score a dataset split: pairs -> (process pool) -> rows appended to the CSV, with a progress bar.
 
 Workers are spawned processes, each limited to one BLAS/OpenMP/numba/torch
-thread and holding one scene at a time; the parent sends only names and
-receives only scores, so memory stays bounded by one scene per worker.
+thread (metric calls too: ``threads=1``) and holding one scene at a time; the
+parent sends only names and receives only scores, so memory stays bounded by
+one scene per worker.  A single job scores inline, up to two metric threads.
 """
 
 from __future__ import annotations
@@ -32,12 +33,12 @@ class RunResult:
     seconds: float
 
 
-def _init_worker(settings: ScoreSettings, configs: dict[str, str]) -> None:
+def _init_worker(settings: ScoreSettings, configs: dict[str, str], metric_threads: int | None = None) -> None:
     global _scorer
     from .pair import PairScorer  # torch, numba and BLAS read their one-thread settings from the environment
 
     try:
-        _scorer = PairScorer(settings, configs)
+        _scorer = PairScorer(settings, configs, metric_threads)
     except RthaError as e:  # reported with the first job instead of a pool that respawns forever
         _scorer = e
 
@@ -141,7 +142,8 @@ def _run_jobs(settings, configs, todo, jobs, progress):
             pool = None
         else:
             with _single_thread_env():
-                pool = multiprocessing.get_context("spawn").Pool(jobs, _init_worker, (settings, configs))
+                # One thread per worker: the metrics' own threads only for a single job.
+                pool = multiprocessing.get_context("spawn").Pool(jobs, _init_worker, (settings, configs, 1))
             results = pool.imap_unordered(_score_job, todo)
         try:
             for status, value in results:
