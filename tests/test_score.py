@@ -142,6 +142,7 @@ def test_report_has_means_and_chain_configuration(data):
         assert chain["compressor"]["threshold"] == 0.35 and chain["compressor"]["attack_ms"] == 50.0
     model_sha = hashlib.sha256(data["model"].read_bytes()).hexdigest()
     assert report["chain"]["enhanced"]["enhancer"]["sha256"] == model_sha
+    assert report["chain"]["enhanced"]["dry_mix"] == 0.0  # the model stores none
     assert set(report["differences"]) == {"enhanced-unprocessed"}
 
 
@@ -184,6 +185,8 @@ def test_resume_refuses_another_chain_configuration(data, tmp_path, capsys):
     out = tmp_path / "other.csv"
     shutil.copy(data["csv"], out)
     assert _score(data, out, "--systems", "unprocessed", "--linear-phase") == 2
+    assert "another chain configuration" in capsys.readouterr().err
+    assert _score(data, out, "--systems", "enhanced", "--dry-mix", "0.3") == 2
     assert "another chain configuration" in capsys.readouterr().err
 
 

@@ -144,6 +144,21 @@ def test_loads_a_checkpoint_and_prepends_to_a_chain(model, tmp_path):
         StreamingEnhancer(tmp_path / "none.pt")
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_dry_mix_adds_the_input_in_line_with_the_output(model, backend, tmp_path):
+    x = signal(samples=2000, seed=4)
+    ref = 0.7 * offline(model, x) + 0.3 * x
+    for block_size, sizes in ((None, [1, 13, 160]), (64, [64, 128])):
+        enh = StreamingEnhancer(model, backend=backend, dry_mix=0.3, block_size=block_size)
+        assert_delayed_equal(stream(enh, x, sizes), ref, enh.latency)
+    # the model file's stored value is the default; an explicit value wins
+    path = save_checkpoint(tmp_path / "m.pt", model, {"dry_mix": 0.3})
+    assert StreamingEnhancer(path).dry_mix == 0.3 and StreamingEnhancer(path, dry_mix=0.0).dry_mix == 0.0
+    assert StreamingEnhancer(model).dry_mix == 0.0
+    with pytest.raises(RthaError, match="dry_mix"):
+        StreamingEnhancer(model, dry_mix=1.5)
+
+
 def test_cln_horizon_forgets_old_statistics_the_same_way_in_both_engines(model):
     x = signal(samples=4000, seed=10)
     x[:, 2000:] *= 30.0  # a level step

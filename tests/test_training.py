@@ -14,6 +14,7 @@ from rtha.cli import main as rtha_main
 from rtha.data.scenes import SceneConfig, generate
 from rtha.enhance import load_checkpoint
 from rtha.errors import RthaError
+from training.calibrate import OutputGain, calibrate, main as calibrate_main
 from training.config import from_dict, load_config
 from training.evaluate import evaluate
 from training.train import Trainer, si_sdr, train
@@ -75,6 +76,13 @@ def test_training_writes_checkpoints_logs_and_validates(scenes, tmp_path):
     assert result["segments"] == 2 and set(result) >= {"si_sdr_mix_db", "si_sdr_enhanced_db", "si_sdri_db"}
     assert set(result["by_interferer"]) <= {"with a competing talker", "noise and babble only"}
     assert result["by_interferer"] and all(math.isfinite(v) for v in result["by_interferer"].values())
+    # Exported models carry the validation output gain: the trained weights times it, in the decoder.
+    state = torch.load(tmp_path / "run" / "state.pt", weights_only=True)
+    model, meta = load_checkpoint(tmp_path / "run" / "last.pt")
+    g = meta["output_gain"]
+    assert g == state["output_gain"] and g != 1.0
+    torch.testing.assert_close(model.decoder.weight, state["model"]["decoder.weight"] * g)
+    assert torch.equal(model.encoder.weight, state["model"]["encoder.weight"])
 
 
 def test_resume_reproduces_the_uninterrupted_run_exactly(scenes, tmp_path):
@@ -123,3 +131,40 @@ def test_rtha_train_command(scenes, tmp_path, capsys):
     assert rtha_main(["train", str(cfg)]) == 2  # an existing run is not overwritten
     assert "--resume" in capsys.readouterr().err
     assert rtha_main(["train", str(tmp_path / "nope.toml")]) == 2
+
+
+def test_output_gain_is_the_least_squares_gain_sign_included():
+    g = torch.Generator().manual_seed(1)
+    target = torch.randn(2, 3000, generator=g)
+    acc = OutputGain()
+    assert acc.gain == 1.0  # nothing seen yet
+    acc.add(-0.25 * target[:1], target[:1])
+    acc.add(-0.25 * target[1:], target[1:])
+    assert acc.gain == pytest.approx(-4.0)
+
+
+def test_calibrate_folds_level_and_polarity_into_the_decoder(scenes, tmp_path, capsys):
+    train(small_config(scenes, tmp_path / "run", epochs=1), progress=False)
+    src = tmp_path / "run" / "last.pt"
+    model, meta = load_checkpoint(src)
+    model.scale_output_(-3.0)  # an inverted, loud model, as SI-SDR training may leave it
+    from rtha.enhance import save_checkpoint
+
+    save_checkpoint(tmp_path / "wrong.pt", model, meta)
+    mix = torch.randn(1, 800, generator=torch.Generator().manual_seed(2))
+    before = load_checkpoint(src)[0](mix)
+    torch.testing.assert_close(model(mix), -3.0 * before)  # scale_output_ is exact
+
+    assert evaluate(tmp_path / "wrong.pt", scenes, "train")["output_gain"] < 0
+    r = calibrate(tmp_path / "wrong.pt", tmp_path / "fixed.pt", scenes, "train", dry_mix=0.25)
+    assert r["gain"] < 0 and r["scenes"] == 8
+    fixed, fixed_meta = load_checkpoint(tmp_path / "fixed.pt")
+    assert fixed_meta["output_gain"] == pytest.approx(meta["output_gain"] * r["gain"])
+    assert fixed_meta["calibration"]["split"] == "train" and fixed_meta["dry_mix"] == 0.25
+    assert evaluate(tmp_path / "fixed.pt", scenes, "train")["output_gain"] == pytest.approx(1.0, abs=1e-6)
+    # SI-SDR does not see the gain
+    assert evaluate(tmp_path / "fixed.pt", scenes, "test")["si_sdri_db"] == pytest.approx(
+        evaluate(tmp_path / "wrong.pt", scenes, "test")["si_sdri_db"], abs=1e-3)
+
+    assert calibrate_main([str(tmp_path / "wrong.pt"), "--out", str(tmp_path / "fixed.pt"), "--data", str(scenes)]) == 2
+    assert "--force" in capsys.readouterr().err  # never overwrites without asking

@@ -25,6 +25,7 @@ from rtha.data import ClarityDataset, SceneSegments
 from rtha.enhance import load_checkpoint
 from rtha.errors import RthaError
 
+from .calibrate import OutputGain
 from .train import si_sdr
 
 
@@ -34,7 +35,8 @@ def evaluate(model_path, root, split: str = "test", target: str = "target", chan
     """SI-SDR of mixture and enhanced signal against the target on a split, both ears.
 
     Returns ``{"scenes", "segments", "si_sdr_mix_db", "si_sdr_enhanced_db", "si_sdri_db",
-    "by_snr": {bin: si_sdri}, "by_interferer": {kind: si_sdri}}`` (means over ears and scenes).
+    "by_snr": {bin: si_sdri}, "by_interferer": {kind: si_sdri}, "output_gain"}`` (means over ears and
+    scenes; ``output_gain``: least-squares gain from output to target, 1 for a calibrated model).
     """
     if threads:
         torch.set_num_threads(threads)
@@ -45,9 +47,11 @@ def evaluate(model_path, root, split: str = "test", target: str = "target", chan
     snr = {s["scene"]: s.get("SNR") for s in data.scenes}
     talker = {s["scene"]: any(i.get("type") == "speech" for i in s.get("interferers", [])) for s in data.scenes}
     rows = []
+    gain = OutputGain()
     for i in range(len(seg)):
         mix, ref = seg[i]
         est = model(mix[None])[:, 0]
+        gain.add(est, ref[None])
         a, b = si_sdr(mix[None], ref[None]).item(), si_sdr(est, ref[None]).item()
         rows.append((seg.items[i][0], a, b))
     n = len(rows)
@@ -68,6 +72,7 @@ def evaluate(model_path, root, split: str = "test", target: str = "target", chan
         "si_sdri_db": round(sum(r[2] - r[1] for r in rows) / n, 3),
         "by_snr": {f"{lo:+d}..{lo + 6:+d} dB": round(sum(v) / len(v), 3) for lo, v in sorted(by_snr.items())},
         "by_interferer": {k: round(sum(v) / len(v), 3) for k, v in sorted(by_kind.items())},
+        "output_gain": round(gain.gain, 4),
         "model_steps": meta.get("steps"),
     }
 
@@ -105,6 +110,9 @@ def main(argv=None) -> int:
         t.add_row(f"si sdri, SNR {band}", f"{v:.2f}")
     for kind, v in r["by_interferer"].items():
         t.add_row(f"si sdri, {kind}", f"{v:.2f}")
+    g = r["output_gain"]
+    sign = "inverted" if g < 0 else "same sign"
+    t.add_row(f"output gain to target ({sign}; 0 dB when calibrated)", f"{20 * math.log10(abs(g) or 1e-12):.2f}")
     Console().print(t)
     return 0
 

@@ -4,7 +4,8 @@ Negative SI-SDR loss, Adam with gradient clipping, a linear warm-up and
 halving on validation plateaus; SI-SDR improvement on the validation split
 every epoch. In ``output.dir``:
 
-    last.pt   best.pt   model checkpoints (``rtha.enhance.save_checkpoint``) with metadata
+    last.pt   best.pt   model checkpoints (``rtha.enhance.save_checkpoint``) with metadata,
+              the validation split's output gain folded in (``training.calibrate``)
     state.pt  everything needed to resume exactly: weights, optimizer, scheduler,
               RNG states, epoch and step (written every ``checkpoint_every`` steps)
     log.csv   one row per ``log_every`` training steps and per validation
@@ -20,6 +21,7 @@ DistributedDataParallel: each process takes its share of every epoch through a
 
 from __future__ import annotations
 
+import copy
 import csv
 import math
 import os
@@ -38,6 +40,7 @@ from rtha.data import ClarityDataset, SceneSegments
 from rtha.enhance import ConvTasNet, save_checkpoint
 from rtha.errors import RthaError
 
+from .calibrate import OutputGain
 from .config import Config
 
 LOG_FIELDS = ("time", "epoch", "step", "phase", "loss", "si_sdri_db", "lr", "steps_per_s", "segments_per_s",
@@ -156,6 +159,7 @@ class Trainer:
         self.best = -math.inf
         self.bad_epochs = 0
         self.elapsed = 0.0  # training seconds, summed over resumed sessions
+        self.output_gain = 1.0  # least-squares gain from output to target on the validation split
         self.last_metrics: dict = {}
         self.stopped = False
         if resume:
@@ -197,6 +201,7 @@ class Trainer:
             "lr_scale": self.lr_scale,
             "elapsed": self.elapsed,
             "last_metrics": self.last_metrics,
+            "output_gain": self.output_gain,
         }
 
     def _load_state(self, path: Path) -> None:
@@ -214,6 +219,7 @@ class Trainer:
         for key in ("epoch", "step_in_epoch", "global_step", "best", "bad_epochs", "lr_scale", "elapsed",
                     "last_metrics"):
             setattr(self, key, s[key])
+        self.output_gain = s.get("output_gain", 1.0)  # runs saved before calibration existed
         self._truncate_log()
 
     def _truncate_log(self) -> None:
@@ -257,10 +263,14 @@ class Trainer:
         tmp = self.out / "state.pt.partial"
         torch.save(self._state(), tmp)
         os.replace(tmp, self.out / "state.pt")
-        meta = self._metadata()
-        save_checkpoint(self.out / "last.pt", self.model, meta)
+        # Exported models carry the validation set's output gain (SI-SDR leaves
+        # level and sign free); state.pt keeps the trained weights as they are.
+        exported = copy.deepcopy(self.model).cpu()
+        exported.scale_output_(self.output_gain)
+        meta = {**self._metadata(), "output_gain": self.output_gain}
+        save_checkpoint(self.out / "last.pt", exported, meta)
         if best:
-            save_checkpoint(self.out / "best.pt", self.model, meta)
+            save_checkpoint(self.out / "best.pt", exported, meta)
 
     # ------------------------------------------------------------------ logging
 
@@ -323,13 +333,16 @@ class Trainer:
         """Mean SI-SDR improvement (dB) of the model over the mixture on the validation split."""
         self.model.eval()
         total, count = 0.0, 0
+        gain = OutputGain()
         for i in range(self.dist.rank, len(self.valid_set), self.dist.world):
             mix, target = (x.to(self.device)[None] for x in self.valid_set[i])
             with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.bfloat16, enabled=self.use_amp):
                 est = self.model(mix)[:, 0]
             total += (si_sdr(est.float(), target) - si_sdr(mix, target)).item()
             count += 1
-        total, count = self.dist.sum(total, count)
+            gain.add(est.float(), target)
+        total, count, gain.cross, gain.energy = self.dist.sum(total, count, gain.cross, gain.energy)
+        self.output_gain = gain.gain
         return total / max(count, 1)
 
     # ------------------------------------------------------------------ loop

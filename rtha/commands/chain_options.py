@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import RthaError
-from .common import add_listener_args, listener_from_args
+from .common import add_dry_mix_arg, add_listener_args, dry_mix_from_args, listener_from_args
 
 
 def add_chain_args(parser: argparse.ArgumentParser, default_block: str = "4ms") -> None:
@@ -32,6 +32,7 @@ def add_chain_args(parser: argparse.ArgumentParser, default_block: str = "4ms") 
     )
     g.add_argument("--threads", type=int, metavar="N", help="threads for the enhancer (torch and BLAS; default: their own choice)")
     g.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the enhancer runs (default: cpu)")
+    add_dry_mix_arg(g)
     g.add_argument(
         "--nalr-phase",
         choices=("minimum", "linear"),
@@ -65,6 +66,7 @@ class ChainSetup:
     block: int
     listener: str
     model: str | None
+    dry_mix: float | None
     threads: int | None
     device: str
     nalr_phase: str
@@ -76,6 +78,7 @@ class ChainSetup:
             "listener": self.listener,
             "model": self.model,
             "enhancer": self.model is not None,
+            "dry_mix": self.dry_mix,
             "threads": self.threads,
             "device": self.device,
             "nalr_phase": self.nalr_phase,
@@ -99,17 +102,19 @@ def chain_from_args(args: argparse.Namespace, fs_without_enhancer: int) -> Chain
     model_path = None
     if not args.no_enhancer:
         model_path = args.model or _shipped_model(notes)
-    enhancer = None
+    enhancer = dry_mix = None
     if model_path is not None:
         from ..enhance import StreamingEnhancer, load_checkpoint
 
         model_path = Path(model_path)
         if not model_path.is_file():
             raise RthaError(f"{model_path}: model file not found")
-        model, _ = load_checkpoint(model_path)
+        model, meta = load_checkpoint(model_path)
         fs = int(model.cfg.sample_rate)
         block = parse_block(args.block, fs)
-        enhancer = StreamingEnhancer(model, device=args.device, threads=args.threads, block_size=block)
+        dry_mix = dry_mix_from_args(args, meta)
+        enhancer = StreamingEnhancer(model, device=args.device, threads=args.threads, block_size=block,
+                                     dry_mix=dry_mix)
     else:
         fs = int(fs_without_enhancer)
         block = parse_block(args.block, fs)
@@ -122,6 +127,7 @@ def chain_from_args(args: argparse.Namespace, fs_without_enhancer: int) -> Chain
         block=block,
         listener=listener.name or args.listener,
         model=str(model_path) if model_path is not None else None,
+        dry_mix=dry_mix,
         threads=args.threads,
         device=args.device,
         nalr_phase=args.nalr_phase,

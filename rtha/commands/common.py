@@ -25,6 +25,25 @@ def listener_from_args(args: argparse.Namespace):
     return get_listener(args.listener, args.listeners)
 
 
+def add_dry_mix_arg(group) -> None:
+    """``--dry-mix F``: fraction of the input mixed back after the enhancer."""
+    group.add_argument(
+        "--dry-mix",
+        type=float,
+        metavar="F",
+        help="fraction 0...1 of the input mixed back into the enhanced signal, as hearing aids cap noise "
+        "reduction (default: the value stored with the model, else 0)",
+    )
+
+
+def dry_mix_from_args(args: argparse.Namespace, metadata: dict) -> float:
+    """``--dry-mix`` if given, else the model's stored ``dry_mix``, else 0; checked."""
+    value = args.dry_mix if args.dry_mix is not None else metadata.get("dry_mix", 0.0)
+    if not 0.0 <= value <= 1.0:
+        raise RthaError(f"--dry-mix {value}: expected a fraction in 0...1")
+    return float(value)
+
+
 def output_path(path: Path, force: bool) -> Path:
     """Check that ``path`` may be written: never overwrite without ``--force``."""
     path = Path(path)

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from ..errors import RthaError
-from .common import output_path
+from .common import add_dry_mix_arg, dry_mix_from_args, output_path
 
 BLOCK_S = 1.0  # seconds per block: long blocks cost the least per sample
 MAX_CHANNELS = 16
@@ -39,6 +39,7 @@ def register(subparsers) -> None:
     )
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the model runs (default: cpu)")
     p.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: torch's choice)")
+    add_dry_mix_arg(p)
     p.add_argument("--force", action="store_true", help="overwrite OUT")
     p.set_defaults(func=run)
 
@@ -67,8 +68,8 @@ def run(args: argparse.Namespace) -> int:
     with AudioReader(args.input, max_channels=MAX_CHANNELS) as probe:  # check the file before loading a model
         fs_file, channels, frames_file = probe.fs_file, probe.channels, probe.frames_file
     path = model_path(args.model)
-    model, _ = load_checkpoint(path)
-    enhancer = StreamingEnhancer(model, device=args.device, threads=args.threads)
+    model, meta = load_checkpoint(path)
+    enhancer = StreamingEnhancer(model, device=args.device, threads=args.threads, dry_mix=dry_mix_from_args(args, meta))
     fs = enhancer.fs
     back = StreamingResampler(fs, fs_file, channels) if fs != fs_file else None
     skip = enhancer.latency  # the stream lags the offline output by this much

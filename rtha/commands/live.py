@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import threading
 import time
@@ -278,34 +279,43 @@ def run(args: argparse.Namespace) -> int:
 
         writer = AudioWriter(record, fs, in_ch + out_ch)
     names = (sd.query_devices(in_dev)["name"], sd.query_devices(out_dev)["name"])
-    interrupted = False
     read_pos = 0
     record_lost = 0
-    t_start = time.perf_counter()
-    try:
-        stream = sd.Stream(
-            device=(in_dev, out_dev),
-            samplerate=fs,
-            blocksize=block,
-            channels=(in_ch, out_ch),
-            dtype="float32",
-            callback=engine.callback,
-        )
-    except sd.PortAudioError as e:
-        if writer is not None:
-            writer.close()
-        raise RthaError(
-            f"cannot open the audio stream ({names[0]} -> {names[1]}, {fs} Hz, block {block}): {_one_line(e)}; {LIST_HINT}"
-        ) from None
-    panel = _Panel(engine, setup, names, args.bypass)
+    # Ctrl-C only sets a flag that the loop reads between ticks: a KeyboardInterrupt
+    # raised inside PortAudio or rich (holding a lock their threads need) can hang
+    # the exit. A second Ctrl-C still interrupts at once.
+    stop = threading.Event()
+
+    def on_sigint(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    previous_handler = signal.signal(signal.SIGINT, on_sigint)
     # The callback needs the GIL within a block period: make the main thread
     # (panel, recorder) hand it over every 0.5 ms instead of every 5 ms.
     switch_interval = sys.getswitchinterval()
-    sys.setswitchinterval(5e-4)
+    t_start = time.perf_counter()
     try:
+        try:
+            stream = sd.Stream(
+                device=(in_dev, out_dev),
+                samplerate=fs,
+                blocksize=block,
+                channels=(in_ch, out_ch),
+                dtype="float32",
+                callback=engine.callback,
+            )
+        except sd.PortAudioError as e:
+            raise RthaError(
+                f"cannot open the audio stream ({names[0]} -> {names[1]}, {fs} Hz, block {block}): "
+                f"{_one_line(e)}; {LIST_HINT}"
+            ) from None
+        panel = _Panel(engine, setup, names, args.bypass)
+        sys.setswitchinterval(5e-4)
         with stream, panel:
             ticks = 0
-            while not engine.done.wait(0.1):
+            while not (engine.done.wait(0.1) or stop.is_set()):
                 if writer is not None:
                     read_pos, record_lost = _drain(engine, writer, read_pos, record_lost)
                 ticks += 1
@@ -313,16 +323,16 @@ def run(args: argparse.Namespace) -> int:
                     panel.update()
                 if not stream.active:
                     break
-    except KeyboardInterrupt:
-        interrupted = True
     except sd.PortAudioError as e:  # the device went away, or refused to start
         raise RthaError(f"audio stream {names[0]} -> {names[1]} failed: {_one_line(e)}; {LIST_HINT}") from None
     finally:
+        signal.signal(signal.SIGINT, previous_handler)
         sys.setswitchinterval(switch_interval)
         if writer is not None:
             read_pos, record_lost = _drain(engine, writer, read_pos, record_lost)
             writer.close()
     wall = time.perf_counter() - t_start
+    interrupted = stop.is_set()
 
     summary = _summary(engine, setup, stream, names, block, wall, interrupted, args, record_lost)
     _print_summary(summary)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .common import add_dry_mix_arg, dry_mix_from_args
+
 DESCRIPTION = """\
 Score hearing-aid systems over every (scene, listener) pair of a Clarity-format split the
 way the Clarity ICASSP 2023 evaluation does: the stereo mix_CH1 through the chain offline,
@@ -39,6 +41,7 @@ def register(subparsers) -> None:
         "(default: enhanced,unprocessed; external,unprocessed with --enhanced-dir)",
     )
     g.add_argument("--model", type=Path, metavar="FILE", help="enhancer checkpoint (default: the shipped models/default.pt)")
+    add_dry_mix_arg(g)
     g.add_argument(
         "--enhanced-dir", type=Path, metavar="DIR", help="score external {scene}_{listener}_enhanced.wav files (system external)"
     )
@@ -156,6 +159,7 @@ def _score(args, console):
         nfir=args.nfir,
         nalr_phase="linear" if args.linear_phase else "minimum",
         model_path=model["path"] if model and "enhanced" in systems else None,
+        dry_mix=dry_mix_from_args(args, model["metadata"]) if model and "enhanced" in systems else None,
         enhanced_dir=str(args.enhanced_dir) if args.enhanced_dir else None,
     )
     configurations = system_configurations(settings, model)

@@ -98,6 +98,16 @@ class ConvTasNet(nn.Module):
         self.mask_conv = nn.Conv1d(cfg.B, cfg.n_src * cfg.N, 1)
         self.decoder = nn.ConvTranspose1d(cfg.N, 1, cfg.L, stride=cfg.hop, bias=False)
 
+    @torch.no_grad()
+    def scale_output_(self, gain: float) -> None:
+        """Multiply the output by ``gain`` (sign included) by scaling the decoder in place.
+
+        The decoder is linear and has no bias, so this is exact. Training with
+        SI-SDR leaves the output's level and polarity free; a calibration gain
+        folded in here gives the hearing aid the target's level and sign.
+        """
+        self.decoder.weight.mul_(float(gain))
+
     def n_frames(self, samples: int) -> int:
         """Frames needed so that every output sample gets both overlapping frames."""
         return (samples - 1) // self.cfg.hop + 2

@@ -227,6 +227,11 @@ class StreamingEnhancer(Stage):
         source: which model output to return (0 = the target).
         cln_horizon_s: None for exact cLN (stream == offline), or a time
             constant in seconds (>= 1) after which cLN statistics forget.
+        dry_mix: fraction 0...1 of the input mixed back into the output,
+            ``(1 - dry_mix) * enhanced + dry_mix * input`` (the input delayed
+            by ``latency`` to line up). Hearing aids cap noise reduction like
+            this: some noise is kept, artefacts are masked. None: the value
+            stored with the model (``metadata["dry_mix"]``), else 0.
 
     Attributes:
         fs: the model's sample rate (Hz).
@@ -243,15 +248,21 @@ class StreamingEnhancer(Stage):
         backend: str = "auto",
         source: int = 0,
         cln_horizon_s: float | None = None,
+        dry_mix: float | None = None,
     ) -> None:
         import torch
 
         from .checkpoint import load_checkpoint
 
         if isinstance(model_or_checkpoint_path, (str, Path)):
-            model, _ = load_checkpoint(model_or_checkpoint_path)
+            model, meta = load_checkpoint(model_or_checkpoint_path)
         else:
-            model = model_or_checkpoint_path
+            model, meta = model_or_checkpoint_path, {}
+        if dry_mix is None:
+            dry_mix = meta.get("dry_mix", 0.0)
+        if not (isinstance(dry_mix, (int, float)) and 0.0 <= dry_mix <= 1.0):
+            raise RthaError(f"dry_mix = {dry_mix!r}; expected a fraction in 0...1")
+        self.dry_mix = float(dry_mix)
         device = torch.device(device)
         if device.type == "cuda" and not torch.cuda.is_available():
             raise RthaError(f"device {device} requested but no CUDA GPU is available")
@@ -300,6 +311,7 @@ class StreamingEnhancer(Stage):
         self._tail = np.zeros((channels, cfg.hop), np.float32)  # decoder overlap-add tail
         self._drop = cfg.hop  # the first frame's leading half lies in the left pad
         self._fifo = np.zeros((channels, self.latency), np.float32)
+        self._dry = np.zeros((channels, self.latency), np.float32)  # input delayed to meet the output
 
     def _reset(self) -> None:
         pass  # state is sized and zeroed by _allocate on the next block
@@ -349,7 +361,11 @@ class StreamingEnhancer(Stage):
         self._pending = buf[:, n_frames * S :].copy()
         fifo = np.concatenate(done, axis=1) if len(done) > 1 else self._fifo
         self._fifo = fifo[:, n:]
-        return fifo[:, :n]
+        if not self.dry_mix:
+            return fifo[:, :n]
+        dry = np.concatenate([self._dry, x], axis=1)
+        self._dry = dry[:, n:]
+        return (np.float32(1.0 - self.dry_mix) * fifo[:, :n] + np.float32(self.dry_mix) * dry[:, :n])
 
 
 def set_threads(n: int) -> None:

@@ -37,6 +37,7 @@ class ScoreSettings:
         nfir: NAL-R filter order, or None for rtha's default (5 ms each side).
         nalr_phase: ``"minimum"`` (rtha's streaming default) or ``"linear"`` (pyclarity's).
         model_path: enhancer checkpoint for ``enhanced``.
+        dry_mix: fraction of the input mixed back after the enhancer (``enhanced``).
         enhanced_dir: folder of external ``{scene}_{listener}_enhanced.wav`` for ``external``.
     """
 
@@ -47,6 +48,7 @@ class ScoreSettings:
     nfir: int | None = None
     nalr_phase: str = "minimum"
     model_path: str | None = None
+    dry_mix: float | None = None
     enhanced_dir: str | None = None
     level_db_spl: float = LEVEL_DB_SPL
 
@@ -119,6 +121,7 @@ def system_configurations(settings: ScoreSettings, model: dict | None) -> dict[s
             front = {
                 "input": "mix_CH1",
                 "enhancer": {k: model[k] for k in ("path", "sha256", "sample_rate", "config")},
+                "dry_mix": settings.dry_mix,
             }
         elif system == "external":
             front = {"input": f"{settings.enhanced_dir}/{{scene}}_{{listener}}_enhanced.wav"}

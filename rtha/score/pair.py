@@ -79,7 +79,7 @@ class PairScorer:
         if "enhanced" in settings.systems:
             from ..enhance import StreamingEnhancer
 
-            self.enhancer = StreamingEnhancer(settings.model_path, threads=1)
+            self.enhancer = StreamingEnhancer(settings.model_path, threads=1, dry_mix=settings.dry_mix)
 
     def listener(self, scene: str, listener_id: str):
         try:
