@@ -418,7 +418,8 @@ def _print_summary(s: dict) -> None:
     t.add_column(style="bold")
     t.add_column()
     t.add_row("devices", f"{s['input_device']} -> {s['output_device']}, {s['fs']} Hz, block {s['block']} ({s['block_ms']:.2f} ms)")
-    t.add_row("chain", "bypass (dry)" if s["bypass"] else " -> ".join(s["stages"]) + f"  [listener {s['listener']}]")
+    dry = f", dry mix {s['dry_mix']:g}" if s["dry_mix"] else ""
+    t.add_row("chain", "bypass (dry)" if s["bypass"] else " -> ".join(s["stages"]) + f"  [listener {s['listener']}{dry}]")
     t.add_row("audio", f"{s['audio_s']:.2f} s in {s['callbacks']} callbacks")
     x = s["xruns"]
     kinds = ", ".join(f"{k}: {n}" for k, n in s["status_kinds"].items())

@@ -223,7 +223,8 @@ def print_report(r: dict) -> None:
     t.add_row("input", src)
     if r["resampled"]:
         t.add_row("resampled", f"{r['input_fs']} Hz -> {r['fs']} Hz (streamed polyphase FIR)")
-    enh = f"{r['model']} ({r['device']}, threads {r['threads'] or 'default'})" if r["model"] else "none (--no-enhancer)"
+    enh = (f"{r['model']} ({r['device']}, threads {r['threads'] or 'default'}, dry mix {r['dry_mix']:g})"
+           if r["model"] else "none (--no-enhancer)")
     t.add_row("enhancer", enh)
     t.add_row("listener / NAL-R", f"{r['listener']} / {r['nalr_phase']} phase")
     t.add_row("block", f"{r['block']} samples = {r['block_ms']:.3f} ms at {r['fs']} Hz")
