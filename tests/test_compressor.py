@@ -102,6 +102,15 @@ def test_loud_input_is_compressed_and_quiet_input_passes():
     assert comp.gains[0, -1] == pytest.approx(0.1 * np.sqrt(2) + 0.315, rel=1e-3)
 
 
+def test_makeup_gain_scales_the_output_not_the_gains():
+    x = (0.5 * np.random.default_rng(3).standard_normal((2, 5000))).astype(np.float32)
+    unity, boosted = Compressor(16000), Compressor(16000, makeup_gain=2.5)
+    y1, y2 = unity.process(x), boosted.process(x)
+    np.testing.assert_array_equal(boosted.gains, unity.gains)
+    np.testing.assert_allclose(y2, (x.astype(np.float64) * unity.gains * 2.5).astype(np.float32), rtol=1e-6)
+    np.testing.assert_allclose(y2, 2.5 * y1, rtol=1e-6)
+
+
 @pytest.mark.parametrize(
     "kwargs, name",
     [

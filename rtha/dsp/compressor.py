@@ -61,26 +61,37 @@ def _compress(x, y, gains, ring, sums, gain, pos, threshold, attenuation, attack
     hold = (1.0 - attenuation) * threshold
     keep_attack = 1.0 - attack
     keep_release = 1.0 - release
+    unity = makeup == 1.0  # loop-invariant: LLVM unswitches it, sparing a multiply per sample
     for c in range(n_ch):
         p = pos[0]
         s = sums[c]
         g = gain[c]
-        for i in range(n):
-            v = np.float64(x[c, i])
-            sq = v * v
-            s += sq - ring[c, p]
-            ring[c, p] = sq
-            p += 1
+        i = 0
+        while i < n:
+            # Up to the ring's wrap, on slices indexed from 0: numba then knows
+            # no index is negative and drops its wraparound arithmetic.
+            m = min(n - i, width - p)
+            xs = x[c, i : i + m]
+            ys = y[c, i : i + m]
+            gs = gains[c, i : i + m]
+            rs = ring[c, p : p + m]
+            for j in range(m):
+                v = np.float64(xs[j])
+                sq = v * v
+                s += sq - rs[j]
+                rs[j] = sq
+                rms = np.sqrt(max(s, 0.0) * inv_width + _EPS)
+                if rms > threshold:
+                    g = g * keep_attack + (rms * attenuation + hold) * attack
+                else:
+                    g = release + g * keep_release
+                gs[j] = g
+                ys[j] = v * g if unity else v * g * makeup
+            i += m
+            p += m
             if p == width:
                 p = 0
                 s = _window_sum(ring[c])  # exact recompute once per window: no drift
-            rms = np.sqrt(max(s, 0.0) * inv_width + _EPS)
-            if rms > threshold:
-                g = g * keep_attack + (rms * attenuation + hold) * attack
-            else:
-                g = release + g * keep_release
-            gains[c, i] = g
-            y[c, i] = v * g * makeup
         sums[c] = s
         gain[c] = g
     pos[0] = (pos[0] + n) % width
