@@ -222,6 +222,23 @@ def test_fidelity_switch_is_the_challenge_amplification(data):
     np.testing.assert_allclose(got, want, atol=1e-5)
 
 
+def test_a_scenes_listeners_share_one_enhancer_pass(data):
+    from rtha.score.config import ScoreSettings
+    from rtha.score.pair import PairScorer
+
+    settings = ScoreSettings(str(data["root"]), SPLIT, ("enhanced",), rate=FS, model_path=str(data["model"]))
+    scorer = PairScorer(settings, {"enhanced": "x"}, metric_threads=1)
+    (scene, first), (same_scene, second), (other, third) = PAIRS[:3]
+    rows = scorer.score(scene, first, ("enhanced",))
+    kept = scorer.enhanced(scene, None)  # kept: the mix is not needed again
+    rows += scorer.score(same_scene, second, ("enhanced",))
+    assert same_scene == scene and scorer.enhanced(scene, None) is kept
+    scorer.score(other, third, ("enhanced",))
+    assert scorer.enhanced(other, None) is not kept  # a new scene replaces the kept one
+    full = _by_key(data["rows"])
+    assert [(r.haspi, r.hasqi) for r in rows] == [(full[r.key].haspi, full[r.key].hasqi) for r in rows]
+
+
 def test_estimates_and_paired_differences():
     from scipy.stats import t
 

@@ -65,6 +65,10 @@ def _flushed(x: np.ndarray, tail: int) -> np.ndarray:
 class PairScorer:
     """Scores pairs of one dataset; one per worker process (holds the enhancer, never more than one scene).
 
+    The scene's mix, reference and enhancer output are kept until the next
+    scene: its listeners share them (the enhancer does not depend on the
+    listener), so scoring a scene's pairs one after the other runs it once.
+
     ``metric_threads``: threads of each HASPI/HASQI call (None: up to 2, for
     one process scoring alone; 1 in each worker of a pool).
     """
@@ -76,6 +80,8 @@ class PairScorer:
         self.nfir = settings.nfir if settings.nfir is not None else default_nfir(settings.rate)
         self.dataset = ClarityDataset(settings.root, settings.split)
         self.enhancer = None
+        self._scene: str | None = None
+        self._kept: dict = {}  # what the listeners of self._scene share
         if "enhanced" in settings.systems:
             from ..enhance import StreamingEnhancer
 
@@ -89,10 +95,41 @@ class PairScorer:
                 f"scene {scene}: listener {listener_id!r} is not in {self.settings.root}/metadata/listeners.json"
             ) from None
 
+    def _shared(self, scene: str, key: str, make):
+        """``make()`` once per scene and ``key``; a new scene drops the last one's."""
+        if scene != self._scene:
+            self._scene, self._kept = scene, {}
+        if key not in self._kept:
+            self._kept[key] = make()
+        return self._kept[key]
+
     def reference(self, scene: str) -> np.ndarray:
         """The scene's reference ``(2, samples)`` at the chain rate."""
-        (target, anechoic), fs = self.dataset.read_pair(scene, ("target", "target_anechoic"))
-        return resample(challenge_reference(anechoic, target, scene), fs, self.settings.rate)
+
+        def make():
+            (target, anechoic), fs = self.dataset.read_pair(scene, ("target", "target_anechoic"))
+            return resample(challenge_reference(anechoic, target, scene), fs, self.settings.rate)
+
+        return self._shared(scene, "reference", make)
+
+    def enhanced(self, scene: str, mix) -> tuple[np.ndarray, int, int]:
+        """The enhancer's output for the scene's ``mix = (audio, fs)``, flushed: ``(audio, fs, amplification flush)``.
+
+        At the scoring rate the input is flushed through the enhancer with the
+        enhancer's latency plus the NAL-R order, as through the whole chain,
+        and the amplification needs no more zeros; at another rate the enhancer
+        is flushed for its own latency and the amplification for the NAL-R order.
+        """
+
+        def make():
+            s, enhancer = self.settings, self.enhancer
+            x, fs = mix
+            if int(enhancer.fs) != s.rate:
+                y = enhancer.process(_flushed(resample(x, fs, int(enhancer.fs)), enhancer.latency))
+                return resample(y, int(enhancer.fs), s.rate), s.rate, self.nfir
+            return enhancer.process(_flushed(resample(x, fs, s.rate), self.nfir + enhancer.latency)), s.rate, 0
+
+        return self._shared(scene, "enhanced", make)
 
     def system_output(self, system: str, scene: str, listener_id: str, listener, mix) -> np.ndarray:
         """The hearing-aid output ``(2, samples + flush)`` float64 at the chain rate for one system.
@@ -106,16 +143,14 @@ class PairScorer:
         s = self.settings
         if system == "external":
             x, fs = read_external(s.enhanced_dir, scene, listener_id)
+            tail = self.nfir
+        elif system == "enhanced":
+            x, fs, tail = self.enhanced(scene, mix)  # enhancer -> (the listener's amplification)
         else:
             x, fs = mix
-        enhancer = self.enhancer if system == "enhanced" else None
-        if enhancer is not None and int(enhancer.fs) != s.rate:
-            # The enhancer runs at its own rate; the amplification at the scoring rate.
-            x = enhancer.process(_flushed(resample(x, fs, int(enhancer.fs)), enhancer.latency))
-            x, fs, enhancer = resample(x, int(enhancer.fs), s.rate), s.rate, None
-        chain = hearing_aid_chain(listener, s.rate, enhancer=enhancer, nalr_phase=s.nalr_phase, nfir=s.nfir)
-        tail = self.nfir + (enhancer.latency if enhancer is not None else 0)
-        return chain.process(_flushed(resample(x, fs, s.rate), tail)).astype(np.float64)
+            tail = self.nfir
+        amplification = hearing_aid_chain(listener, s.rate, nalr_phase=s.nalr_phase, nfir=s.nfir)
+        return amplification.process(_flushed(resample(x, fs, s.rate), tail)).astype(np.float64)
 
     def score(self, scene: str, listener_id: str, systems) -> list[ScoreRow]:
         """Rows for ``systems`` of one pair (metric noise re-seeded from the scene name per system)."""
@@ -124,7 +159,7 @@ class PairScorer:
         s = self.settings
         listener = self.listener(scene, listener_id)
         ref = self.reference(scene)
-        mix = self.dataset.read(scene, "mix") if set(systems) - {"external"} else None
+        mix = self._shared(scene, "mix", lambda: self.dataset.read(scene, "mix")) if set(systems) - {"external"} else None
         rows = []
         for system in systems:
             out = self.system_output(system, scene, listener_id, listener, mix)

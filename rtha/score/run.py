@@ -3,7 +3,9 @@
 Workers are spawned processes, each limited to one BLAS/OpenMP/numba/torch
 thread (metric calls too: ``threads=1``) and holding one scene at a time; the
 parent sends only names and receives only scores, so memory stays bounded by
-one scene per worker.  A single job scores inline, up to two metric threads.
+one scene per worker.  A job is one scene's pairs, so the scene is read and
+enhanced once for all its listeners.  A single job scores inline, up to two
+metric threads.
 """
 
 from __future__ import annotations
@@ -44,14 +46,25 @@ def _init_worker(settings: ScoreSettings, configs: dict[str, str], metric_thread
 
 
 def _score_job(job):
-    """Worker entry: ``("ok", rows)`` or ``("error", message)`` for a user error (it reaches the CLI as one line)."""
-    scene, listener, systems = job
+    """Worker entry for ``(scene, [(listener, systems), ...])``: ``("ok", rows)``, or
+    ``("error", message)`` for a user error (it reaches the CLI as one line)."""
+    scene, items = job
     if isinstance(_scorer, RthaError):
         return "error", str(_scorer)
     try:
-        return "ok", _scorer.score(scene, listener, systems)
+        return "ok", [row for listener, systems in items for row in _scorer.score(scene, listener, systems)]
     except RthaError as e:
         return "error", str(e)
+
+
+def _by_scene(todo: list[tuple[str, str, tuple]]) -> list[tuple[str, list]]:
+    """``(scene, listener, systems)`` items -> one job per run of the same scene, order kept."""
+    jobs: list[tuple[str, list]] = []
+    for scene, listener, systems in todo:
+        if not jobs or jobs[-1][0] != scene:
+            jobs.append((scene, []))
+        jobs[-1][1].append((listener, systems))
+    return jobs
 
 
 @contextmanager
@@ -129,29 +142,30 @@ def score_split(
 
 
 def _run_jobs(settings, configs, todo, jobs, progress):
-    """Yield each pair's rows as it finishes (inline for one job, else a spawned pool)."""
+    """Yield each scene's rows as it finishes (inline for one job, else a spawned pool)."""
     if not todo:
         return
     bar = _progress() if progress else None
     task = bar.add_task("score", total=len(todo)) if bar else None
-    jobs = max(1, min(jobs, len(todo)))
+    work = _by_scene(todo)
+    jobs = max(1, min(jobs, len(work)))
     with bar or _nothing():
         if jobs == 1:
             _init_worker(settings, configs)
-            results = map(_score_job, todo)
+            results = map(_score_job, work)
             pool = None
         else:
             with _single_thread_env():
                 # One thread per worker: the metrics' own threads only for a single job.
                 pool = multiprocessing.get_context("spawn").Pool(jobs, _init_worker, (settings, configs, 1))
-            results = pool.imap_unordered(_score_job, todo)
+            results = pool.imap_unordered(_score_job, work)
         try:
             for status, value in results:
                 if status == "error":
                     raise RthaError(value)
                 yield value
                 if bar:
-                    bar.advance(task)
+                    bar.advance(task, len({(row.scene, row.listener) for row in value}))
         finally:
             if pool is not None:
                 pool.terminate()
