@@ -7,6 +7,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -25,18 +26,22 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def scenes(tmp_path_factory):
-    corpus = write_corpus(tmp_path_factory.mktemp("corpus"))
+def corpus(tmp_path_factory):
+    return write_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+@pytest.fixture(scope="module")
+def scenes(corpus, tmp_path_factory):
     out = tmp_path_factory.mktemp("scenes")
     generate(corpus, out, 10, seed=2, cfg=SceneConfig(duration_s=1.5, target_lead_s=0.25, target_tail_s=0.25))
     return out
 
 
-def small_config(scenes: Path, out: Path, **train):
+def small_config(scenes: Path, out: Path, data: dict | None = None, **train):
     return from_dict(
         {
             "model": {"preset": "tiny", "N": 16, "B": 16, "H": 32, "X": 3, "R": 1},
-            "data": {"root": str(scenes), "segment_s": 0.5, "valid_max_scenes": 1},
+            "data": {"root": str(scenes), "segment_s": 0.5, "valid_max_scenes": 1, **(data or {})},
             "train": {"batch_size": 2, "lr": 1e-3, "warmup_steps": 2, "epochs": 2, "steps_per_epoch": 3,
                       "threads": 1, "checkpoint_every": 1, "log_every": 1, **train},
             "output": {"dir": str(out)},
@@ -168,3 +173,105 @@ def test_calibrate_folds_level_and_polarity_into_the_decoder(scenes, tmp_path, c
 
     assert calibrate_main([str(tmp_path / "wrong.pt"), "--out", str(tmp_path / "fixed.pt"), "--data", str(scenes)]) == 2
     assert "--force" in capsys.readouterr().err  # never overwrites without asking
+
+
+# ----------------------------------------------------------------------------- dynamic mixing, SNR loss, budgets
+
+
+def dynamic(corpus: Path) -> dict:
+    return {"mixing": "dynamic", "corpus": str(corpus), "segment_s": 1.0}
+
+
+def test_dynamic_mix_is_deterministic_and_draws_only_train_speakers(corpus, scenes):
+    from training.dynamic_mix import DynamicMix, MixConfig
+
+    speakers = json.loads((scenes / "metadata" / "generation.json").read_text())["speakers"]
+    a = DynamicMix(corpus, scenes, batch_size=3, seed=5, mix=MixConfig(segment_s=1.0))
+    b = DynamicMix(corpus, scenes, batch_size=3, seed=5, mix=MixConfig(segment_s=1.0))
+    mix, target = a[7]
+    assert mix.shape == target.shape == (3, 16000) and mix.dtype == torch.float32
+    assert torch.equal(mix, b[7][0]) and torch.equal(target, b[7][1])  # (seed, step) fixes the batch
+    assert not torch.equal(mix, a[8][0])
+    held_out = set(speakers["dev"]) | set(speakers["test"])
+    for i in range(40):
+        m, t, meta = a.example(i)
+        assert meta["target"]["speaker"] in speakers["train"]
+        names = [n for itf in meta["interferers"] for n in itf["name"]]
+        assert not any(f"/{spk}/" in n for n in names for spk in held_out)
+        assert np.isfinite(m).all() and np.abs(m).max() <= 1.0
+        assert rms_db(t) < 0  # a real target in every example
+
+
+def rms_db(x) -> float:
+    return 10 * math.log10(float(np.mean(np.square(x))) + 1e-20)
+
+
+def test_dynamic_mixing_needs_generated_scenes_for_its_speakers(corpus, tmp_path):
+    from training.dynamic_mix import DynamicMix
+
+    with pytest.raises(RthaError, match="generation.json"):
+        DynamicMix(corpus, tmp_path, batch_size=2)
+
+
+def test_dynamic_training_resumes_exactly(corpus, scenes, tmp_path):
+    cfg = lambda out: small_config(scenes, out, data=dynamic(corpus), loss="snr")  # noqa: E731
+    whole = train(cfg(tmp_path / "whole"), progress=False)
+    part = train(cfg(tmp_path / "part"), max_steps=4, progress=False)
+    assert part.global_step == 4
+    resumed = train(cfg(tmp_path / "part"), resume=True, progress=False)
+    assert resumed.global_step == whole.global_step == 6
+    train_losses = lambda out: [(r["step"], r["loss"]) for r in log_rows(out) if r["phase"] == "train"]  # noqa: E731
+    assert train_losses(tmp_path / "part") == train_losses(tmp_path / "whole")
+    a, b = whole.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    _, meta = load_checkpoint(tmp_path / "whole" / "last.pt")
+    assert meta["data"]["mixing"] == "dynamic" and meta["data"]["audio_hours_seen"] == pytest.approx(6 * 2 / 3600,
+                                                                                                       abs=1e-3)
+    valid = [r for r in log_rows(tmp_path / "whole") if r["phase"] == "valid"]
+    assert len(valid) == 2 and all(r["si_sdri_db"] and float(r["train_cpu_s"]) > 0 for r in valid)
+
+
+def test_snr_loss_is_level_and_sign_true_and_its_models_are_not_rescaled(corpus, scenes, tmp_path):
+    from training.losses import snr
+
+    g = torch.Generator().manual_seed(3)
+    ref = torch.randn(2, 4000, generator=g)
+    assert snr(0.5 * ref, ref).numpy() == pytest.approx([6.02, 6.02], abs=0.01)  # half level: 6 dB error
+    assert (snr(-ref, ref) < -6).all()  # inverted: worse than silence
+    assert snr(ref, ref).min() > 70  # exact: capped, finite
+    trainer = train(small_config(scenes, tmp_path / "run", data=dynamic(corpus), loss="snr", epochs=1),
+                    progress=False)
+    model, meta = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert torch.equal(model.decoder.weight, trainer.model.decoder.weight)
+    assert "output_gain" not in meta and meta["valid_output_gain"] == trainer.output_gain
+
+
+def test_time_budget_stops_resumably(corpus, scenes, tmp_path):
+    cfg = small_config(scenes, tmp_path / "run", data=dynamic(corpus), loss="snr", epochs=1000)
+    t = train(cfg, max_seconds=1.0, clock="cpu", progress=False)
+    assert t.cpu_elapsed >= 1.0 and t.global_step > 0 and (tmp_path / "run" / "state.pt").is_file()
+    again = train(cfg, resume=True, max_seconds=1.0, clock="cpu", progress=False)
+    assert again.global_step == t.global_step  # the budget is summed over resumes: already spent
+
+
+def test_rtha_train_rejects_bad_steps_and_outputs_before_training(scenes, tmp_path, capsys):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[model]\npreset = "tiny"\n[data]\nroot = "{scenes}"\n[output]\ndir = "{tmp_path / "run"}"\n')
+    for steps in ("0", "-5"):
+        assert rtha_main(["train", str(cfg), "--max-steps", steps]) == 2
+        err = capsys.readouterr().err
+        assert f"--max-steps {steps}" in err and len(err.strip().splitlines()) == 1
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("x")
+    assert rtha_main(["train", str(cfg), "--out", str(a_file)]) == 2
+    assert "is a file" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_resume_hint_keeps_out_and_data():
+    import argparse
+
+    from rtha.commands.train import resume_command
+
+    args = argparse.Namespace(config=Path("c.toml"), out=Path("my runs/x"), data=Path("d"))
+    assert resume_command(args) == "rtha train c.toml --resume --out 'my runs/x' --data d"

@@ -40,6 +40,13 @@ class DataConfig:
     segment_s: float = 2.0  # random training crops, s
     valid_max_scenes: int = 0  # 0: the whole validation split
     num_workers: int = 0  # DataLoader processes (0: load in the training process)
+    # "scenes": crops of the generated train split; "dynamic": fresh scenes mixed on the fly
+    # from the corpus (training.dynamic_mix), train-split speakers of ``root`` only
+    mixing: str = "scenes"
+    corpus: str = "../shared/data/corpus"  # dynamic mixing's source folder
+    snr_db: list = field(default_factory=lambda: [-5.0, 15.0])  # dynamic mixing: SNR range, dB
+    level_dbfs: list = field(default_factory=lambda: [-40.0, -18.0])  # dynamic mixing: target RMS range
+    clean_fraction: float = 0.05  # dynamic mixing: share of examples without interferers
 
 
 @dataclass
@@ -48,10 +55,12 @@ class TrainConfig:
     lr: float = 1e-3
     warmup_steps: int = 100  # linear warm-up from lr/warmup_steps
     lr_patience: int = 3  # halve the lr after this many epochs without a better validation; 0: never
+    loss: str = "si_sdr"  # "snr": level and polarity learnt; "si_sdr": calibrated on export
     weight_decay: float = 0.0
     grad_clip: float = 5.0  # max gradient L2 norm; 0: off
     epochs: int = 100
     steps_per_epoch: int = 0  # 0: one pass over the training split; else validate every this many steps
+    valid_every_cpu_s: float = 0.0  # dynamic mixing: validate every this many training CPU-seconds instead
     seed: int = 0
     threads: int = 0  # torch CPU threads; 0: torch's default
     amp: str = "bf16"  # on CUDA: "bf16", "fp16" or "off" (CPU always float32)
@@ -140,6 +149,21 @@ def _check(cfg: Config, where: str) -> None:
         raise RthaError(f"{where} [data] target = {dc.target!r}; expected 'target' or 'target_anechoic'")
     if dc.ears not in ("left", "right", "both"):
         raise RthaError(f"{where} [data] ears = {dc.ears!r}; expected 'left', 'right' or 'both'")
+    if dc.mixing not in ("scenes", "dynamic"):
+        raise RthaError(f"{where} [data] mixing = {dc.mixing!r}; expected 'scenes' or 'dynamic'")
+    if dc.mixing == "dynamic" and t.steps_per_epoch <= 0 and t.valid_every_cpu_s <= 0:
+        raise RthaError(f"{where}: dynamic mixing has no epochs; set [train] steps_per_epoch or valid_every_cpu_s")
+    for key in ("snr_db", "level_dbfs"):
+        pair = getattr(dc, key)
+        if len(pair) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in pair) \
+                or pair[0] > pair[1]:
+            raise RthaError(f"{where} [data] {key} = {pair!r}; expected [low, high] numbers with low <= high")
+    if not 0.0 <= dc.clean_fraction <= 1.0:
+        raise RthaError(f"{where} [data] clean_fraction = {dc.clean_fraction}; expected a fraction in 0...1")
+    from .losses import LOSSES
+
+    if t.loss not in LOSSES:
+        raise RthaError(f"{where} [train] loss = {t.loss!r}; expected one of {', '.join(LOSSES)}")
     cfg.model_config()
 
 

@@ -26,55 +26,72 @@ from rtha.enhance import load_checkpoint
 from rtha.errors import RthaError
 
 from .calibrate import OutputGain
-from .train import si_sdr
+from .losses import si_sdr
+
+
+def has_talker(scene: dict) -> bool:
+    """Whether a competing talker is among a scene's interferers."""
+    return any(i.get("type") == "speech" for i in scene.get("interferers", []))
 
 
 @torch.no_grad()
-def evaluate(model_path, root, split: str = "test", target: str = "target", channel: int = 1,
-             max_scenes: int | None = None, threads: int | None = None) -> dict:
-    """SI-SDR of mixture and enhanced signal against the target on a split, both ears.
+def measure(model, seg: SceneSegments, device=None) -> dict:
+    """SI-SDR of mixture and enhanced signal on every item of ``seg`` (mean over items).
 
     Returns ``{"scenes", "segments", "si_sdr_mix_db", "si_sdr_enhanced_db", "si_sdri_db",
-    "by_snr": {bin: si_sdri}, "by_interferer": {kind: si_sdri}, "output_gain"}`` (means over ears and
-    scenes; ``output_gain``: least-squares gain from output to target, 1 for a calibrated model).
+    "si_sdri_noise_db", "si_sdri_talker_db", "by_snr": {band: si_sdri}, "by_interferer": {kind: si_sdri},
+    "output_gain"}``; ``si_sdri_noise_db`` is over scenes with noise and babble only,
+    ``si_sdri_talker_db`` over scenes with a competing talker (``None`` where there are none);
+    ``output_gain``: least-squares gain from output to target (1 for a level-true model).
     """
-    if threads:
-        torch.set_num_threads(threads)
-    model, meta = load_checkpoint(model_path)
-    data = ClarityDataset(root, split)
-    seg = SceneSegments(data, sample_rate=model.cfg.sample_rate, target=target, channel=channel, ears="both",
-                        max_scenes=max_scenes)
-    snr = {s["scene"]: s.get("SNR") for s in data.scenes}
-    talker = {s["scene"]: any(i.get("type") == "speech" for i in s.get("interferers", [])) for s in data.scenes}
+    device = device or torch.device("cpu")
+    model.eval()
+    meta = {s["scene"]: s for s in seg.data.scenes}
     rows = []
     gain = OutputGain()
     for i in range(len(seg)):
-        mix, ref = seg[i]
-        est = model(mix[None])[:, 0]
-        gain.add(est, ref[None])
-        a, b = si_sdr(mix[None], ref[None]).item(), si_sdr(est, ref[None]).item()
+        mix, ref = (x.to(device)[None] for x in seg[i])
+        est = model(mix)[:, 0].float()
+        gain.add(est, ref)
+        a, b = si_sdr(mix, ref).item(), si_sdr(est, ref).item()
         rows.append((seg.items[i][0], a, b))
     n = len(rows)
     by_snr: dict[int, list[float]] = {}  # lower edge of a 6 dB SNR band -> SI-SDRi values
     by_kind: dict[str, list[float]] = {}
     for scene, a, b in rows:
-        if snr.get(scene) is not None:
-            by_snr.setdefault(int(math.floor(snr[scene] / 6) * 6), []).append(b - a)
-        kind = "with a competing talker" if talker.get(scene) else "noise and babble only"
+        snr = meta[scene].get("SNR")
+        if snr is not None:
+            by_snr.setdefault(int(math.floor(snr / 6) * 6), []).append(b - a)
+        kind = "with a competing talker" if has_talker(meta[scene]) else "noise and babble only"
         by_kind.setdefault(kind, []).append(b - a)
+
+    def mean(v):
+        return round(sum(v) / len(v), 3) if v else None
+
     return {
-        "model": str(model_path),
-        "split": split,
         "scenes": len({r[0] for r in rows}),
         "segments": n,
-        "si_sdr_mix_db": round(sum(r[1] for r in rows) / n, 3),
-        "si_sdr_enhanced_db": round(sum(r[2] for r in rows) / n, 3),
-        "si_sdri_db": round(sum(r[2] - r[1] for r in rows) / n, 3),
-        "by_snr": {f"{lo:+d}..{lo + 6:+d} dB": round(sum(v) / len(v), 3) for lo, v in sorted(by_snr.items())},
-        "by_interferer": {k: round(sum(v) / len(v), 3) for k, v in sorted(by_kind.items())},
+        "si_sdr_mix_db": mean([r[1] for r in rows]),
+        "si_sdr_enhanced_db": mean([r[2] for r in rows]),
+        "si_sdri_db": mean([r[2] - r[1] for r in rows]),
+        "si_sdri_noise_db": mean(by_kind.get("noise and babble only", [])),
+        "si_sdri_talker_db": mean(by_kind.get("with a competing talker", [])),
+        "by_snr": {f"{lo:+d}..{lo + 6:+d} dB": mean(v) for lo, v in sorted(by_snr.items())},
+        "by_interferer": {k: mean(v) for k, v in sorted(by_kind.items())},
         "output_gain": round(gain.gain, 4),
-        "model_steps": meta.get("steps"),
     }
+
+
+def evaluate(model_path, root, split: str = "test", target: str = "target", channel: int = 1,
+             max_scenes: int | None = None, threads: int | None = None) -> dict:
+    """SI-SDR of mixture and enhanced signal against the target on a split, both ears
+    (:func:`measure`, plus ``model``, ``split`` and ``model_steps``)."""
+    if threads:
+        torch.set_num_threads(threads)
+    model, meta = load_checkpoint(model_path)
+    seg = SceneSegments(ClarityDataset(root, split), sample_rate=model.cfg.sample_rate, target=target,
+                        channel=channel, ears="both", max_scenes=max_scenes)
+    return {"model": str(model_path), "split": split, **measure(model, seg), "model_steps": meta.get("steps")}
 
 
 def main(argv=None) -> int:

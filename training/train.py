@@ -1,18 +1,24 @@
 """Train the causal Conv-TasNet on Clarity-format scenes: ``rtha train CONFIG.toml``.
 
-Negative SI-SDR loss, Adam with gradient clipping, a linear warm-up and
+Negative SNR loss (or SI-SDR), Adam with gradient clipping, a linear warm-up and
 halving on validation plateaus; SI-SDR improvement on the validation split
-every epoch. In ``output.dir``:
+every epoch (an epoch is ``steps_per_epoch`` steps, or ``valid_every_cpu_s``
+training CPU-seconds). Training examples are crops of the generated train
+split, or (``mixing = "dynamic"``) fresh scenes mixed on the fly from the
+corpus (:mod:`training.dynamic_mix`). In ``output.dir``:
 
-    last.pt   best.pt   model checkpoints (``rtha.enhance.save_checkpoint``) with metadata,
-              the validation split's output gain folded in (``training.calibrate``)
+    last.pt   best.pt   model checkpoints (``rtha.enhance.save_checkpoint``) with metadata;
+              with the SI-SDR loss the validation split's output gain is folded in
+              (``training.calibrate``), with the SNR loss the level is learnt
     state.pt  everything needed to resume exactly: weights, optimizer, scheduler,
               RNG states, epoch and step (written every ``checkpoint_every`` steps)
     log.csv   one row per ``log_every`` training steps and per validation
     config.toml  the config the run started with
 
 Resuming (``--resume``) continues from ``state.pt`` and gives the same losses as
-an uninterrupted run: batches and crops depend only on (seed, epoch, position).
+an uninterrupted run: batches and crops depend only on (seed, epoch, position),
+dynamic batches on (seed, step). ``max_seconds`` stops a run (resumably) after
+that much training time, wall-clock or CPU (``clock``), summed over resumes.
 
 Runs on CPU or CUDA (``autocast`` on CUDA) and under ``torchrun`` with
 DistributedDataParallel: each process takes its share of every epoch through a
@@ -40,20 +46,14 @@ from rtha.data import ClarityDataset, SceneSegments
 from rtha.enhance import ConvTasNet, save_checkpoint
 from rtha.errors import RthaError
 
-from .calibrate import OutputGain
 from .config import Config
+from .dynamic_mix import DynamicMix, MixConfig, batch_loader
+from .evaluate import measure
+from .losses import loss_fn, si_sdr  # noqa: F401  (si_sdr: re-exported for callers of training.train)
 
 LOG_FIELDS = ("time", "epoch", "step", "phase", "loss", "si_sdri_db", "lr", "steps_per_s", "segments_per_s",
-              "audio_s_per_s")
-
-
-def si_sdr(est: torch.Tensor, ref: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """Scale-invariant SDR in dB along the last axis, ``(..., samples) -> (...)``."""
-    est = est - est.mean(-1, keepdim=True)
-    ref = ref - ref.mean(-1, keepdim=True)
-    proj = (est * ref).sum(-1, keepdim=True) / (ref.pow(2).sum(-1, keepdim=True) + eps) * ref
-    noise = est - proj
-    return 10 * torch.log10((proj.pow(2).sum(-1) + eps) / (noise.pow(2).sum(-1) + eps))
+              "audio_s_per_s", "si_sdri_noise_db", "si_sdri_talker_db", "output_gain", "train_s", "train_cpu_s",
+              "audio_h")
 
 
 @dataclass
@@ -79,12 +79,6 @@ class Dist:
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
         return d
 
-    def sum(self, *values: float) -> list[float]:
-        t = torch.tensor(values, dtype=torch.float64, device=_device(self))
-        if self.world > 1:
-            dist.all_reduce(t)
-        return t.tolist()
-
 
 def _device(d: Dist) -> torch.device:
     return torch.device(f"cuda:{d.local_rank}") if torch.cuda.is_available() else torch.device("cpu")
@@ -106,16 +100,25 @@ class Trainer:
     """One training run; :meth:`fit` trains until ``epochs`` (or ``max_steps``) are done."""
 
     def __init__(self, cfg: Config, resume: bool = False, force: bool = False, max_steps: int | None = None,
-                 progress: bool = True):
+                 progress: bool = True, max_seconds: float | None = None, clock: str = "wall"):
         self.cfg = cfg
         self.dist = Dist.setup()
         self.device = _device(self.dist)
         self.out = Path(cfg.output.dir)
+        if max_steps is not None and max_steps < 1:
+            raise RthaError(f"--max-steps {max_steps}: expected a positive number of steps")
+        if max_seconds is not None and max_seconds <= 0:
+            raise RthaError(f"time budget {max_seconds} s: expected a positive number of seconds")
+        if clock not in ("wall", "cpu"):
+            raise RthaError(f"clock {clock!r}: expected 'wall' or 'cpu'")
         self.max_steps = max_steps
+        self.max_seconds = max_seconds
+        self.clock = clock
         self.show_progress = progress and self.dist.main
         t, dc = cfg.train, cfg.data
         if t.threads:
             torch.set_num_threads(t.threads)
+        _check_output_dir(self.out)
 
         state_file = self.out / "state.pt"
         if resume and not state_file.is_file():
@@ -125,20 +128,32 @@ class Trainer:
 
         self.model_cfg = cfg.model_config()
         fs = self.model_cfg.sample_rate
-        self.train_set = SceneSegments(ClarityDataset(dc.root, dc.train_split), sample_rate=fs,
-                                       segment_s=dc.segment_s, target=dc.target, channel=dc.channel, ears=dc.ears,
-                                       seed=t.seed)
         self.valid_set = SceneSegments(ClarityDataset(dc.root, dc.valid_split), sample_rate=fs, segment_s=None,
                                        target=dc.target, channel=dc.channel, ears=dc.ears, seed=t.seed,
                                        max_scenes=dc.valid_max_scenes or None)
-        self.sampler = DistributedSampler(self.train_set, num_replicas=self.dist.world, rank=self.dist.rank,
-                                          shuffle=True, seed=t.seed, drop_last=True)
-        per_pass = len(self.sampler) // t.batch_size
-        if per_pass < 1:
-            raise RthaError(
-                f"{len(self.train_set)} training segments are fewer than one batch of {t.batch_size} per process"
-            )
-        self.steps_per_epoch = min(t.steps_per_epoch, per_pass) if t.steps_per_epoch else per_pass
+        self.dynamic = dc.mixing == "dynamic"
+        if self.dynamic:
+            if dc.target != "target":
+                raise RthaError(f"[data] target = {dc.target!r}: dynamic mixing trains on the reverberant 'target'")
+            mix = MixConfig(segment_s=dc.segment_s, snr_db=tuple(dc.snr_db), target_level_dbfs=tuple(dc.level_dbfs),
+                            clean_fraction=dc.clean_fraction)
+            # Each process draws its own examples: the rank is part of the seed.
+            self.train_set = DynamicMix(dc.corpus, dc.root, t.batch_size, fs, seed=t.seed * 1000 + self.dist.rank,
+                                        mix=mix)
+            self.steps_per_epoch = t.steps_per_epoch
+        else:
+            self.train_set = SceneSegments(ClarityDataset(dc.root, dc.train_split), sample_rate=fs,
+                                           segment_s=dc.segment_s, target=dc.target, channel=dc.channel,
+                                           ears=dc.ears, seed=t.seed)
+            self.sampler = DistributedSampler(self.train_set, num_replicas=self.dist.world, rank=self.dist.rank,
+                                              shuffle=True, seed=t.seed, drop_last=True)
+            per_pass = len(self.sampler) // t.batch_size
+            if per_pass < 1:
+                raise RthaError(
+                    f"{len(self.train_set)} training segments are fewer than one batch of {t.batch_size} per process"
+                )
+            self.steps_per_epoch = min(t.steps_per_epoch, per_pass) if t.steps_per_epoch else per_pass
+        self.loss_fn = loss_fn(t.loss)
 
         torch.manual_seed(t.seed)
         self.model = ConvTasNet(self.model_cfg).to(self.device)
@@ -159,6 +174,7 @@ class Trainer:
         self.best = -math.inf
         self.bad_epochs = 0
         self.elapsed = 0.0  # training seconds, summed over resumed sessions
+        self.cpu_elapsed = 0.0  # training CPU-seconds of this process, summed over resumed sessions
         self.output_gain = 1.0  # least-squares gain from output to target on the validation split
         self.last_metrics: dict = {}
         self.stopped = False
@@ -179,9 +195,29 @@ class Trainer:
         return self.lr_scale * (min(1.0, (step + 1) / warm) if warm > 0 else 1.0)
 
     @property
-    def total_steps(self) -> int:
-        total = self.cfg.train.epochs * self.steps_per_epoch
-        return min(total, self.max_steps) if self.max_steps else total
+    def total_steps(self) -> int | None:
+        """Steps the run ends at (``None``: set by the time budget or CPU-second epochs)."""
+        total = None if self.cfg.train.valid_every_cpu_s > 0 and self.dynamic else \
+            self.cfg.train.epochs * self.steps_per_epoch
+        if self.max_steps:
+            return min(total, self.max_steps) if total else self.max_steps
+        return total
+
+    @property
+    def spent(self) -> float:
+        """Training time counted against ``max_seconds`` (wall or CPU seconds)."""
+        return self.cpu_elapsed if self.clock == "cpu" else self.elapsed
+
+    def _epoch_done(self) -> bool:
+        every = self.cfg.train.valid_every_cpu_s
+        if self.dynamic and every > 0:
+            return self.cpu_elapsed >= (self.epoch + 1) * every
+        return self.step_in_epoch >= self.steps_per_epoch
+
+    def _finished(self) -> bool:
+        return bool((self.max_steps and self.global_step >= self.max_steps)
+                    or (self.max_seconds and self.spent >= self.max_seconds)
+                    or self.epoch >= self.cfg.train.epochs)
 
     # ------------------------------------------------------------------ state
 
@@ -200,6 +236,7 @@ class Trainer:
             "bad_epochs": self.bad_epochs,
             "lr_scale": self.lr_scale,
             "elapsed": self.elapsed,
+            "cpu_elapsed": self.cpu_elapsed,
             "last_metrics": self.last_metrics,
             "output_gain": self.output_gain,
         }
@@ -220,6 +257,7 @@ class Trainer:
                     "last_metrics"):
             setattr(self, key, s[key])
         self.output_gain = s.get("output_gain", 1.0)  # runs saved before calibration existed
+        self.cpu_elapsed = s.get("cpu_elapsed", 0.0)  # runs saved before CPU time was counted
         self._truncate_log()
 
     def _truncate_log(self) -> None:
@@ -236,9 +274,13 @@ class Trainer:
 
     def _metadata(self) -> dict:
         gen = Path(self.cfg.data.root) / "metadata" / "generation.json"
-        data = {"root": str(self.cfg.data.root), "train_split": self.cfg.data.train_split,
-                "valid_split": self.cfg.data.valid_split, "target": self.cfg.data.target,
-                "channel": self.cfg.data.channel, "train_segments": len(self.train_set)}
+        dc = self.cfg.data
+        data = {"root": str(dc.root), "train_split": dc.train_split, "valid_split": dc.valid_split,
+                "target": dc.target, "channel": dc.channel, "mixing": dc.mixing}
+        if self.dynamic:
+            data["audio_hours_seen"] = round(self.audio_hours, 3)
+        else:
+            data["train_segments"] = len(self.train_set)
         if gen.is_file():
             import json
 
@@ -250,6 +292,7 @@ class Trainer:
             "epoch": self.epoch,
             "metrics": self.last_metrics,
             "training_time_s": round(self.elapsed, 1),
+            "training_cpu_s": round(self.cpu_elapsed, 1),
             "hardware": hardware(),
             "world_size": self.dist.world,
             "train_config": self.cfg.to_dict(),
@@ -263,11 +306,15 @@ class Trainer:
         tmp = self.out / "state.pt.partial"
         torch.save(self._state(), tmp)
         os.replace(tmp, self.out / "state.pt")
-        # Exported models carry the validation set's output gain (SI-SDR leaves
-        # level and sign free); state.pt keeps the trained weights as they are.
+        # SI-SDR leaves level and sign free: its exported models carry the validation
+        # set's output gain, while state.pt keeps the trained weights as they are.
+        # The SNR loss learns the level; its measured gain is only recorded.
         exported = copy.deepcopy(self.model).cpu()
-        exported.scale_output_(self.output_gain)
-        meta = {**self._metadata(), "output_gain": self.output_gain}
+        if self.cfg.train.loss == "si_sdr":
+            exported.scale_output_(self.output_gain)
+            meta = {**self._metadata(), "output_gain": self.output_gain}
+        else:
+            meta = {**self._metadata(), "valid_output_gain": self.output_gain}
         save_checkpoint(self.out / "last.pt", exported, meta)
         if best:
             save_checkpoint(self.out / "best.pt", exported, meta)
@@ -300,22 +347,35 @@ class Trainer:
 
     # ------------------------------------------------------------------ steps
 
-    def _batches(self, epoch: int, skip: int) -> DataLoader:
-        """This epoch's batches for this process, after the first ``skip`` (already done)."""
-        self.sampler.set_epoch(epoch)
-        self.train_set.set_epoch(epoch)
+    @property
+    def audio_hours(self) -> float:
+        """Hours of audio trained on, all processes together."""
+        t = self.cfg.train
+        return self.global_step * t.batch_size * self.dist.world * self.cfg.data.segment_s / 3600
+
+    def _batches(self):
+        """This process's batches from the current step on: dynamic mixes, or crops of
+        the train split epoch after epoch (resuming inside an epoch where it stopped)."""
+        if self.dynamic:
+            yield from batch_loader(self.train_set, self.global_step)
+            return
         b = self.cfg.train.batch_size
-        order = list(self.sampler)
-        batches = [order[i * b : (i + 1) * b] for i in range(skip, self.steps_per_epoch)]
-        return DataLoader(self.train_set, batch_sampler=batches, num_workers=self.cfg.data.num_workers,
-                          pin_memory=self.device.type == "cuda")
+        epoch, skip = self.epoch, self.step_in_epoch
+        while True:
+            self.sampler.set_epoch(epoch)
+            self.train_set.set_epoch(epoch)
+            order = list(self.sampler)
+            batches = [order[i * b : (i + 1) * b] for i in range(skip, self.steps_per_epoch)]
+            yield from DataLoader(self.train_set, batch_sampler=batches, num_workers=self.cfg.data.num_workers,
+                                  pin_memory=self.device.type == "cuda")
+            epoch, skip = epoch + 1, 0
 
     def train_step(self, mix: torch.Tensor, target: torch.Tensor) -> float:
         self.net.train()
         mix, target = mix.to(self.device, non_blocking=True), target.to(self.device, non_blocking=True)
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.bfloat16, enabled=self.use_amp):
             est = self.net(mix)[:, 0]
-        loss = -si_sdr(est.float(), target).mean()
+        loss = self.loss_fn(est.float(), target)
         if not torch.isfinite(loss):
             raise RuntimeError(f"loss became {loss.item()} at step {self.global_step}; lower the learning rate")
         self.opt.zero_grad(set_to_none=True)
@@ -329,21 +389,19 @@ class Trainer:
         return loss.item()
 
     @torch.no_grad()
-    def validate(self) -> float:
-        """Mean SI-SDR improvement (dB) of the model over the mixture on the validation split."""
-        self.model.eval()
-        total, count = 0.0, 0
-        gain = OutputGain()
-        for i in range(self.dist.rank, len(self.valid_set), self.dist.world):
-            mix, target = (x.to(self.device)[None] for x in self.valid_set[i])
-            with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.bfloat16, enabled=self.use_amp):
-                est = self.model(mix)[:, 0]
-            total += (si_sdr(est.float(), target) - si_sdr(mix, target)).item()
-            count += 1
-            gain.add(est.float(), target)
-        total, count, gain.cross, gain.energy = self.dist.sum(total, count, gain.cross, gain.energy)
-        self.output_gain = gain.gain
-        return total / max(count, 1)
+    def validate(self) -> dict:
+        """:func:`training.evaluate.measure` on the validation split (rank 0 scores it all;
+        float32 even on CUDA, so the numbers compare across machines)."""
+        if self.dist.main:
+            r = measure(self.model, self.valid_set, self.device)
+        else:
+            r = {}
+        if self.dist.world > 1:
+            box = [r]
+            dist.broadcast_object_list(box, src=0)
+            r = box[0]
+        self.output_gain = r["output_gain"]
+        return r
 
     # ------------------------------------------------------------------ loop
 
@@ -392,41 +450,48 @@ class Trainer:
         task = progress.add_task("train", total=self.total_steps, completed=self.global_step, epoch=self.epoch,
                                  loss=float("nan"), sps=0.0, sdri=self.last_metrics.get("valid_si_sdri_db", "-"))
         window_loss, window_n, window_t = 0.0, 0, time.perf_counter()
-        while self.epoch < t.epochs:
-            for mix, target in self._batches(self.epoch, self.step_in_epoch):
-                if self.max_steps and self.global_step >= self.max_steps:
-                    break
-                t0 = time.perf_counter()
-                loss = self.train_step(mix, target)
-                self.elapsed += time.perf_counter() - t0
-                self.global_step += 1
-                self.step_in_epoch += 1
-                window_loss, window_n = window_loss + loss, window_n + 1
-                now = time.perf_counter()
-                sps = window_n / max(now - window_t, 1e-9)
-                progress.update(task, completed=self.global_step, epoch=self.epoch, loss=loss, sps=sps)
-                if self.global_step % t.log_every == 0:
-                    segs = sps * b * self.dist.world
-                    self.last_metrics["train_loss"] = round(window_loss / window_n, 4)
-                    # Full precision: resumed and uninterrupted runs can be compared exactly.
-                    self.log({"epoch": self.epoch, "step": self.global_step, "phase": "train",
-                              "loss": window_loss / window_n, "si_sdri_db": "",
-                              "lr": f"{self.sched.get_last_lr()[0]:.3g}", "steps_per_s": round(sps, 4),
-                              "segments_per_s": round(segs, 3), "audio_s_per_s": round(segs * seg_len, 3)})
-                    self.last_metrics["segments_per_s"] = round(segs, 3)
-                    window_loss, window_n, window_t = 0.0, 0, now
-                if self.global_step % t.checkpoint_every == 0 or stop["now"]:
-                    self.save()
-                if stop["now"]:
-                    return
-            if self.max_steps and self.global_step >= self.max_steps:
+        batches = self._batches()
+        while not self._finished():
+            mix, target = next(batches)
+            t0, c0 = time.perf_counter(), time.process_time()
+            loss = self.train_step(mix, target)
+            self.elapsed += time.perf_counter() - t0
+            self.cpu_elapsed += time.process_time() - c0
+            self.global_step += 1
+            self.step_in_epoch += 1
+            window_loss, window_n = window_loss + loss, window_n + 1
+            now = time.perf_counter()
+            sps = window_n / max(now - window_t, 1e-9)
+            progress.update(task, completed=self.global_step, epoch=self.epoch, loss=loss, sps=sps)
+            if self.global_step % t.log_every == 0:
+                segs = sps * b * self.dist.world
+                self.last_metrics["train_loss"] = round(window_loss / window_n, 4)
+                # Full precision: resumed and uninterrupted runs can be compared exactly.
+                self.log({"epoch": self.epoch, "step": self.global_step, "phase": "train",
+                          "loss": window_loss / window_n, "lr": f"{self.sched.get_last_lr()[0]:.3g}",
+                          "steps_per_s": round(sps, 4), "segments_per_s": round(segs, 3),
+                          "audio_s_per_s": round(segs * seg_len, 3), **self._clocks()})
+                self.last_metrics["segments_per_s"] = round(segs, 3)
+                window_loss, window_n, window_t = 0.0, 0, now
+            if self._epoch_done():
+                self._end_epoch(progress, task)
+                window_loss, window_n, window_t = 0.0, 0, time.perf_counter()  # validation is not training
+            elif self.global_step % t.checkpoint_every == 0 or stop["now"]:
+                self.save()
+            if stop["now"]:
                 self.save()
                 return
-            self._end_epoch(progress, task)
+        self.save()
+
+    def _clocks(self) -> dict:
+        return {"train_s": round(self.elapsed, 2), "train_cpu_s": round(self.cpu_elapsed, 2),
+                "audio_h": round(self.audio_hours, 4)}
 
     def _end_epoch(self, progress, task) -> None:
-        sdri = self.validate()
-        self.last_metrics["valid_si_sdri_db"] = round(sdri, 3)
+        r = self.validate()
+        sdri = r["si_sdri_db"]
+        for key in ("si_sdri_db", "si_sdri_noise_db", "si_sdri_talker_db", "output_gain"):
+            self.last_metrics[f"valid_{key}"] = r[key]
         improved = sdri > self.best
         if improved:
             self.best, self.bad_epochs = sdri, 0
@@ -435,18 +500,32 @@ class Trainer:
             self.bad_epochs += 1
             if self.cfg.train.lr_patience and self.bad_epochs >= self.cfg.train.lr_patience:
                 self.lr_scale, self.bad_epochs = self.lr_scale / 2, 0
-        self.log({"epoch": self.epoch, "step": self.global_step, "phase": "valid", "loss": "",
-                  "si_sdri_db": round(sdri, 3), "lr": f"{self.sched.get_last_lr()[0]:.3g}", "steps_per_s": "",
-                  "segments_per_s": "", "audio_s_per_s": ""})
+        self.log({"epoch": self.epoch, "step": self.global_step, "phase": "valid", "si_sdri_db": round(sdri, 3),
+                  "lr": f"{self.sched.get_last_lr()[0]:.3g}", "si_sdri_noise_db": r["si_sdri_noise_db"],
+                  "si_sdri_talker_db": r["si_sdri_talker_db"], "output_gain": r["output_gain"], **self._clocks()})
         progress.update(task, sdri=f"{sdri:.2f} dB")
         self.epoch += 1
         self.step_in_epoch = 0
         self.save(best=improved)
 
 
+def _check_output_dir(out: Path) -> None:
+    """A one-line error now, not a traceback after the first steps, when ``out`` cannot hold a run."""
+    if out.exists() and not out.is_dir():
+        raise RthaError(f"output dir {out} is a file; expected a folder (or a path to create)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise RthaError(f"output dir {out} is not writable ({e.strerror or e})") from None
+
+
 def train(cfg: Config, resume: bool = False, force: bool = False, max_steps: int | None = None,
-          progress: bool = True) -> Trainer:
+          progress: bool = True, max_seconds: float | None = None, clock: str = "wall") -> Trainer:
     """Train with ``cfg``; returns the finished :class:`Trainer` (``last_metrics``, ``global_step``...)."""
-    trainer = Trainer(cfg, resume=resume, force=force, max_steps=max_steps, progress=progress)
+    trainer = Trainer(cfg, resume=resume, force=force, max_steps=max_steps, progress=progress,
+                      max_seconds=max_seconds, clock=clock)
     trainer.fit()
     return trainer

@@ -85,8 +85,8 @@ class SceneConfig:
         if lo > hi:
             raise RthaError(f"SNR range {lo:g}..{hi:g} dB is empty; expected low <= high")
         n_lo, n_hi = self.num_interferers
-        if not 1 <= n_lo <= n_hi:
-            raise RthaError(f"interferer count range {n_lo}..{n_hi} is invalid; expected 1 <= low <= high")
+        if not 0 <= n_lo <= n_hi:
+            raise RthaError(f"interferer count range {n_lo}..{n_hi} is invalid; expected 0 <= low <= high")
         bad = [t for t in self.interferer_types if t not in INTERFERER_TYPES]
         if bad or not self.interferer_types:
             raise RthaError(f"unknown interferer type(s) {bad}; expected some of {', '.join(INTERFERER_TYPES)}")
@@ -213,13 +213,20 @@ def scene_counts(num_scenes: int, fractions) -> dict[str, int]:
 
 
 class SourceReader:
-    """Reads (parts of) source files at the scene rate; caches impulse responses."""
+    """Reads (parts of) source files at the scene rate; caches impulse responses.
 
-    def __init__(self, fs: int, max_rir_s: float):
+    With ``in_memory=True`` every file is read whole once (float32, at its own rate)
+    and later reads slice that copy: dynamic mixing draws thousands of crops a
+    minute, and a crop from memory equals the crop read from disk.
+    """
+
+    def __init__(self, fs: int, max_rir_s: float, in_memory: bool = False):
         self.fs = fs
         self.max_rir_s = max_rir_s
+        self.in_memory = in_memory
         self._rirs: dict[Path, np.ndarray] = {}
         self._info: dict[Path, tuple[int, int]] = {}
+        self._audio: dict[Path, np.ndarray] = {}
 
     def info(self, path: Path) -> tuple[int, int]:
         """``(frames, samplerate)`` of a file."""
@@ -240,6 +247,11 @@ class SourceReader:
         frames, fs = self.info(path)
         start = int(start_s * fs)
         stop = frames if length_s is None else min(frames, start + int(round(length_s * fs)))
+        if self.in_memory:
+            if path not in self._audio:
+                whole, _ = sf.read(str(path), dtype="float32", always_2d=True)
+                self._audio[path] = whole.mean(axis=1, dtype=np.float64).astype(np.float32)
+            return self._resample(self._audio[path][start:stop].astype(np.float64), fs)
         x, _ = sf.read(str(path), start=start, stop=stop, dtype="float64", always_2d=True)
         return self._resample(x.mean(axis=1), fs)
 
@@ -303,12 +315,14 @@ def speech_shaped_noise(n: int, speech: np.ndarray, rng: np.random.Generator) ->
 class SceneMaker:
     """Draws and renders scenes; one per worker process."""
 
-    def __init__(self, corpus: Corpus, cfg: SceneConfig, speakers: dict[str, list[str]], seed: int):
+    def __init__(self, corpus: Corpus, cfg: SceneConfig, speakers: dict[str, list[str]], seed: int,
+                 reader: SourceReader | None = None, direct: bool = True):
         self.corpus = corpus
         self.cfg = cfg
         self.speakers = speakers
         self.seed = seed
-        self.reader = SourceReader(cfg.fs, cfg.max_rir_s)
+        self.reader = reader or SourceReader(cfg.fs, cfg.max_rir_s)
+        self.direct = direct  # False: skip the direct-path target (training uses the reverberant one)
         self.fs = cfg.fs
         self.n = int(round(cfg.duration_s * cfg.fs))
 
@@ -390,18 +404,26 @@ class SceneMaker:
         if len(hs) == 1:
             hs = hs * 2
         rev = np.stack([fftconvolve(x, h)[:n] for h in hs])
+        if not self.direct:
+            return rev, rev.copy()
         direct = np.stack([fftconvolve(x, direct_path(h, self.fs))[:n] for h in hs])
         return rev, direct
 
     # -- one scene
 
-    def make(self, index: int, name: str, split: str) -> tuple[dict, dict[str, np.ndarray]]:
-        """Scene ``index`` of the data set: ``(metadata dict, {kind: (2, samples) float32})``."""
+    def make(self, index: int, name: str, split: str, target_lead_s: float | None = None,
+             num_interferers: tuple[int, int] | None = None) -> tuple[dict, dict[str, np.ndarray]]:
+        """Scene ``index`` of the data set: ``(metadata dict, {kind: (2, samples) float32})``.
+
+        ``target_lead_s`` and ``num_interferers`` override the config for this scene
+        (dynamic mixing varies them per example).
+        """
         cfg, fs, n = self.cfg, self.fs, self.n
         rng = np.random.default_rng(np.random.SeedSequence([self.seed, index]))
         spk = self.speakers[split][int(rng.integers(len(self.speakers[split])))]
 
-        t0 = int(round(cfg.target_lead_s * fs))
+        lead = cfg.target_lead_s if target_lead_s is None else target_lead_s
+        t0 = int(round(lead * fs))
         t_len = n - t0 - int(round(cfg.target_tail_s * fs))
         speech, target_name = self._speech(spk, t_len / fs, rng)
         speech = speech[:t_len]
@@ -412,7 +434,8 @@ class SceneMaker:
         room, positions = self._room(rng)
         order = rng.permutation(len(positions)) if positions else []
         kinds = self._kinds(split, spk)
-        k = int(rng.integers(cfg.num_interferers[0], cfg.num_interferers[1] + 1))
+        k_lo, k_hi = cfg.num_interferers if num_interferers is None else num_interferers
+        k = int(rng.integers(k_lo, k_hi + 1))
         # Target and interferers at distinct positions while the room has enough of them.
         where = [positions[order[i % len(order)]] if positions else [] for i in range(k + 1)]
 
