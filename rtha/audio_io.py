@@ -9,10 +9,14 @@ raise :class:`AudioFileError` with one line naming the file:
 * zero-length file (no samples);
 * more than ``max_channels`` channels (the chain takes mono, or left + right);
 * NaN/Inf samples are not an error: they are replaced by 0 and counted in
-  ``AudioReader.nonfinite_count``.
+  ``AudioReader.nonfinite_count``; with ``limit``, samples beyond ``±limit``
+  are clamped to it and counted in ``AudioReader.clamped_count``.
 
-:class:`AudioWriter` writes float blocks as they come and closes (flushing the
-header) on any exit, so an error or Ctrl-C leaves a valid partial file.
+:class:`AudioWriter` writes float blocks as they come and keeps the file's
+header up to date after every block, so a partial file stays valid whatever
+stops the writer (an error, Ctrl-C, SIGTERM, even SIGKILL or a power cut once
+the data reached the disk). Formats without float samples (FLAC) get 24-bit
+integers; samples beyond ±1 are then clipped and counted (``AudioWriter.clipped``).
 """
 
 from __future__ import annotations
@@ -44,6 +48,19 @@ def _soundfile():
 
 def _first_line(e: Exception) -> str:
     return (str(e).strip().splitlines() or [type(e).__name__])[-1]
+
+
+def clamp_block(x: np.ndarray, limit: float) -> int:
+    """Clamp ``x`` in place to ``±limit``; returns how many samples were beyond it (NaN is left alone).
+
+    Two reductions and no temporary array when every sample is within (the usual case).
+    """
+    if x.size == 0 or (x.max() <= limit and x.min() >= -limit):
+        return 0
+    with np.errstate(invalid="ignore"):
+        n = int(np.count_nonzero(np.abs(x) > limit))
+    np.clip(x, -limit, limit, out=x)
+    return n
 
 
 class StreamingResampler:
@@ -126,6 +143,7 @@ class AudioReader:
         fs: rate of the blocks in Hz; None keeps the file's rate. Another rate
             than the file's is reached with :class:`StreamingResampler`.
         max_channels: channels accepted (2: mono, or channel 0 left + 1 right).
+        limit: samples beyond ``±limit`` are clamped to it (None: no limit).
 
     Attributes:
         fs_file, fs: the file's rate and the blocks' rate (Hz).
@@ -134,15 +152,20 @@ class AudioReader:
         frames: samples per channel of the blocks in all.
         resampled: whether ``fs != fs_file``.
         nonfinite_count: NaN/Inf samples replaced by 0 so far.
+        clamped_count: samples beyond ``±limit`` clamped so far.
     """
 
-    def __init__(self, path, fs: int | None = None, max_channels: int = 2) -> None:
+    def __init__(self, path, fs: int | None = None, max_channels: int = 2, limit: float | None = None) -> None:
         sf = _soundfile()
         self.path = Path(path)
         if not self.path.exists():
             raise AudioFileError(f"{self.path}: file not found")
         if self.path.is_dir():
             raise AudioFileError(f"{self.path}: is a folder; expected an audio file")
+        try:
+            open(self.path, "rb").close()  # the system's reason (libsndfile says only "System error.")
+        except OSError as e:
+            raise AudioFileError(f"{self.path}: cannot read ({e.strerror or e})") from None
         try:
             self._file = sf.SoundFile(str(self.path))
         except Exception as e:  # libsndfile's errors (unknown format, truncated header, ...)
@@ -153,6 +176,8 @@ class AudioReader:
         self.fs = int(fs) if fs else self.fs_file
         self.resampled = self.fs != self.fs_file
         self.nonfinite_count = 0
+        self.clamped_count = 0
+        self.limit = limit
         try:
             if self.frames_file <= 0:
                 raise AudioFileError(f"{self.path}: contains no samples (zero-length audio)")
@@ -191,6 +216,8 @@ class AudioReader:
         if not finite.all():
             self.nonfinite_count += int(x.size - np.count_nonzero(finite))
             x[~finite] = 0.0
+        if self.limit is not None:
+            self.clamped_count += clamp_block(x, self.limit)
         return x
 
     def _chunks(self) -> Iterator[np.ndarray]:
@@ -248,33 +275,64 @@ class AudioReader:
         self.close()
 
 
+#: libsndfile's ``SFC_SET_UPDATE_HEADER_AUTO`` (sndfile.h; soundfile does not name it).
+_SFC_SET_UPDATE_HEADER_AUTO = 0x1061
+
+
+def output_format(path) -> tuple[str, str]:
+    """``(format, subtype)`` an :class:`AudioWriter` uses for ``path``, from its extension.
+
+    32-bit float where the format has it (WAV, AIFF, ...), else 24-bit integer
+    (FLAC), else the format's default. Raises :class:`AudioFileError` for an
+    extension libsndfile cannot write, so commands can check before any work.
+    """
+    sf = _soundfile()
+    path = Path(path)
+    fmt = (path.suffix[1:] or "").upper()
+    if fmt not in sf.available_formats():
+        raise AudioFileError(f"{path}: unknown audio format {path.suffix or '(no extension)'!r}; use .wav or .flac")
+    for subtype in ("FLOAT", "PCM_24"):
+        if sf.check_format(fmt, subtype):
+            return fmt, subtype
+    return fmt, sf.default_subtype(fmt)
+
+
 class AudioWriter:
     """Write ``(channels, samples)`` float blocks to a file as they come.
 
-    32-bit float samples where the format allows (WAV, AIFF, ...), the format's
-    default otherwise. The caller checks overwriting (``commands.common.output_path``).
-    Closing (also on an exception, through ``with``) updates the header, so a
-    partial file is always valid.
+    Format and subtype from :func:`output_format`. The caller checks
+    overwriting (``commands.common.output_path``). libsndfile rewrites the
+    header after every block (a few microseconds), so the file on disk is a
+    valid, complete-so-far file at any moment, even if the process is killed;
+    closing (also on an exception, through ``with``) finishes it.
+
+    Attributes:
+        frames: samples per channel written.
+        subtype: libsndfile's sample type (``"FLOAT"``, ``"PCM_24"``, ...).
+        clipped: samples beyond ±1 that an integer format clipped (0 for float).
     """
 
     def __init__(self, path, fs: int, channels: int) -> None:
         sf = _soundfile()
         self.path = Path(path)
-        fmt = (self.path.suffix[1:] or "").upper()
-        if fmt not in sf.available_formats():
-            raise AudioFileError(
-                f"{self.path}: unknown audio format {self.path.suffix or '(no extension)'!r}; use .wav or .flac"
-            )
-        subtype = "FLOAT" if sf.check_format(fmt, "FLOAT") else None
+        fmt, self.subtype = output_format(self.path)
         try:
-            self._file = sf.SoundFile(str(self.path), "w", int(fs), int(channels), subtype=subtype, format=fmt)
+            self._file = sf.SoundFile(str(self.path), "w", int(fs), int(channels), subtype=self.subtype, format=fmt)
         except Exception as e:
             raise AudioFileError(f"{self.path}: cannot write audio ({_first_line(e)})") from None
+        from soundfile import _ffi, _snd
+
+        _snd.sf_command(self._file._file, _SFC_SET_UPDATE_HEADER_AUTO, _ffi.NULL, _snd.SF_TRUE)
+        self._integer = self.subtype.startswith("PCM")
         self.frames = 0
+        self.clipped = 0
         self.fs = int(fs)
 
     def write(self, block: np.ndarray) -> None:
         """Append ``(channels, n)`` samples."""
+        if self._integer and block.size and not (block.max() <= 1.0 and block.min() >= -1.0):
+            with np.errstate(invalid="ignore"):
+                self.clipped += int(np.count_nonzero(np.abs(block) > 1.0))
         self._file.write(block.T)
         self.frames += block.shape[1]
 

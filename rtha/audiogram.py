@@ -44,8 +44,8 @@ class Audiogram:
     levels: np.ndarray
 
     def __post_init__(self) -> None:
-        f = np.asarray(self.frequencies, dtype=np.float64).ravel()
-        lv = np.asarray(self.levels, dtype=np.float64).ravel()
+        f = _numbers(self.frequencies, "frequencies", "Hz")
+        lv = _numbers(self.levels, "levels", "dB HL")
         if f.size == 0:
             raise AudiogramError("audiogram has no frequencies; expected at least one")
         if f.size != lv.size:
@@ -86,6 +86,23 @@ class Audiogram:
 
     def __hash__(self) -> int:
         return hash((self.frequencies.tobytes(), self.levels.tobytes()))
+
+
+def _numbers(values, what: str, unit: str) -> np.ndarray:
+    """``values`` as a 1-D float64 array: a flat list of numbers (not strings, booleans or nested lists)."""
+    try:
+        a = np.asarray(values)
+    except ValueError:  # ragged nesting
+        a = np.asarray(values, dtype=object)
+    if a.ndim != 1 or a.dtype.kind not in "iuf":
+        shown = values if isinstance(values, (list, tuple)) else repr(values)
+        raise AudiogramError(f"audiogram {what} {_short(shown)} are not a flat list of numbers; expected {unit} values")
+    return a.astype(np.float64)
+
+
+def _short(values, limit: int = 60) -> str:
+    text = str(list(values) if isinstance(values, tuple) else values)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 @dataclass(frozen=True)
@@ -146,6 +163,11 @@ def load_listeners(path) -> dict[str, Listener]:
         raise AudiogramError(f"{path}: expected a JSON object {{listener id: {{audiogram_cfs, ...}}}}")
     out = {}
     for key, entry in data.items():
+        if not isinstance(entry, dict):
+            raise AudiogramError(
+                f"{path}: listener {key!r} is a {type(entry).__name__}; expected an object with audiogram_cfs, "
+                "audiogram_levels_l, audiogram_levels_r"
+            )
         try:
             cfs = entry["audiogram_cfs"]
             left = Audiogram(cfs, entry["audiogram_levels_l"])

@@ -50,7 +50,7 @@ def example_path() -> Path:
     """The example recording, generated on first use; returns its path."""
     source = "espeak" if espeak_available() else "synthetic"
     path = cache_dir() / f"example-{source}-v{VERSION}.wav"
-    if path.exists():
+    if _readable(path):
         return path
     from .audio_io import write_audio
     from .errors import RthaError
@@ -63,6 +63,18 @@ def example_path() -> Path:
     except OSError as e:
         raise RthaError(f"cannot write the example recording to {path} ({e}); set RTHA_CACHE to a writable folder") from None
     return path
+
+
+def _readable(path: Path) -> bool:
+    """Whether ``path`` is an audio file with samples (a damaged cache copy is made again)."""
+    if not path.is_file():
+        return False
+    import soundfile as sf
+
+    try:
+        return sf.info(str(path)).frames > 0
+    except Exception:  # libsndfile's errors for a truncated or overwritten file
+        return False
 
 
 def espeak_speech(text: str, fs: int = FS) -> np.ndarray:

@@ -84,10 +84,12 @@ def delay_by_gcc_phat(x: np.ndarray, y: np.ndarray, max_lag: int) -> tuple[int, 
 
     Returns ``(lag, peak)``: the lag in samples (positive: ``y`` is late) and the
     height of the normalised GCC-PHAT peak (1 for a pure delay, near 0 when the
-    two signals are unrelated).
+    two signals are unrelated).  Lags beyond the signals' lengths are not
+    searched (nothing overlaps there).
     """
     n = x.size + y.size
     nfft = 1 << int(np.ceil(np.log2(n)))
+    max_lag = min(max_lag, nfft // 2 - 1)
     cross = np.fft.rfft(y, nfft) * np.conj(np.fft.rfft(x, nfft))
     mag = np.abs(cross)
     # regularised phase transform: bins with no energy in either signal stay ~0
@@ -99,11 +101,15 @@ def delay_by_gcc_phat(x: np.ndarray, y: np.ndarray, max_lag: int) -> tuple[int, 
     return int(lags[i]), float(vals[i])
 
 
-def measure_latency(chain, probe: np.ndarray, fs: float, max_lag_s: float = 0.1) -> dict:
+def measure_latency(chain, probe: np.ndarray, fs: float, max_lag_s: float = 0.1, block: int | None = None) -> dict:
     """Measure a chain's delay by cross-correlating a probe with its output.
 
     The chain is reset, runs ``probe`` ``(channels, samples)`` as one stream, and
-    is reset again (so measuring never disturbs a later run). The delay of each
+    is reset again (so measuring never disturbs a later run). With ``block``
+    (the block size the chain was built for; an enhancer tuned to it needs its
+    input to stay aligned) the probe runs zero-padded to a whole number of
+    blocks, so it may have any length; the chain is causal, so the padding
+    never reaches the output that is correlated. The delay of each
     output channel behind the input (channels averaged) is found with
     :func:`delay_by_gcc_phat`; the reported value is that of the channel with
     the clearest (highest) peak.
@@ -122,9 +128,11 @@ def measure_latency(chain, probe: np.ndarray, fs: float, max_lag_s: float = 0.1)
             "measured_latency_per_channel": [],
             "measured_latency_peak": None,
         }
+    n = probe.shape[1]
+    padded = np.pad(probe, ((0, 0), (0, -n % block))) if block else probe
     chain.reset()
     try:
-        y = chain.process_block(probe)
+        y = chain.process_block(padded)[:, :n]
     finally:
         chain.reset()
     max_lag = max(1, int(max_lag_s * fs))

@@ -235,12 +235,19 @@ def test_cln_statistics_are_those_of_all_frames_so_far(model, backend):
     np.testing.assert_allclose(stats[0, 0], [w.mean().item(), w.var(unbiased=False).item()], rtol=1e-6)
 
 
-def test_threads_are_set_and_checked(model):
+def test_threads_are_checked_and_set_up_by_the_caller(model):
+    from rtha.enhance.streaming import set_threads
+
     before = torch.get_num_threads()
     try:
-        StreamingEnhancer(model, threads=1)
+        set_threads(2)
+        assert StreamingEnhancer(model, threads=1).threads == 1
+        assert torch.get_num_threads() == 2  # a constructor changes no process-wide setting
+        set_threads(1)
         assert torch.get_num_threads() == 1
         with pytest.raises(RthaError, match="threads"):
             StreamingEnhancer(model, threads=0)
+        with pytest.raises(RthaError, match="threads"):
+            set_threads(0)
     finally:
-        torch.set_num_threads(before)
+        set_threads(before)

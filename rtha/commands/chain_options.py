@@ -3,6 +3,8 @@
 ``--model M | --no-enhancer``, ``--threads``, ``--device``, ``--nalr-phase``,
 ``--block`` and the listener options; :func:`chain_from_args` turns them into
 a :class:`~rtha.chain.Chain` and a plain description for reports.
+The enhancer gets :data:`~rtha.commands.common.DEFAULT_THREADS` CPU threads
+unless ``--threads`` says otherwise.
 """
 
 from __future__ import annotations
@@ -14,7 +16,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import RthaError
-from .common import add_dry_mix_arg, add_listener_args, dry_mix_from_args, listener_from_args
+from .common import (
+    add_dry_mix_arg,
+    add_listener_args,
+    add_threads_arg,
+    check_threads,
+    dry_mix_from_args,
+    listener_from_args,
+    setup_threads,
+)
+
+#: Input samples beyond ±INPUT_LIMIT are clamped before the chain (and counted).
+#: A real converter clips at full scale (1); float files may overshoot that a
+#: little. Far beyond, the compressor's gain, which follows the input RMS in the
+#: Clarity recipe, stays off for seconds: a 100-sample burst of 1e8 changed the
+#: output for 2.6 s after it; clamped at 2, for 1 ms.
+INPUT_LIMIT = 2.0
 
 
 def add_chain_args(parser: argparse.ArgumentParser, default_block: str = "4ms") -> None:
@@ -30,7 +47,7 @@ def add_chain_args(parser: argparse.ArgumentParser, default_block: str = "4ms") 
         help=f"block size, in samples (64) or milliseconds (4ms) (default: {default_block}); a multiple of "
         "the enhancer's hop keeps its latency at L - hop samples, other sizes cost hop - 1 more",
     )
-    g.add_argument("--threads", type=int, metavar="N", help="threads for the enhancer (torch and BLAS; default: their own choice)")
+    add_threads_arg(g)
     g.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the enhancer runs (default: cpu)")
     add_dry_mix_arg(g)
     g.add_argument(
@@ -86,6 +103,20 @@ class ChainSetup:
         }
 
 
+def check_chain_args(args: argparse.Namespace):
+    """The cheap checks of the chain options (no model loaded): listener, threads, model file, block syntax.
+
+    Returns the listener. Commands call it before other work (opening devices)
+    so that a mistyped option is the error reported.
+    """
+    listener = listener_from_args(args)
+    check_threads(args)
+    if not args.no_enhancer and args.model is not None and not Path(args.model).is_file():
+        raise RthaError(f"{args.model}: model file not found")
+    parse_block(args.block, 16000)  # the syntax; the range is checked at the chain's rate
+    return listener
+
+
 def chain_from_args(args: argparse.Namespace, fs_without_enhancer: int) -> ChainSetup:
     """Build the chain the options ask for.
 
@@ -93,12 +124,12 @@ def chain_from_args(args: argparse.Namespace, fs_without_enhancer: int) -> Chain
     ``--model`` was given and the shipped model is missing: a note says so) it
     runs at ``fs_without_enhancer``. The enhancer is told the block size: when
     the block is a multiple of its hop its latency is ``L - hop`` samples,
-    otherwise ``L - 1``.
+    otherwise ``L - 1``. With an enhancer, the process's torch and BLAS
+    threads are set (``--threads``, default 1).
     """
-    listener = listener_from_args(args)  # first: a wrong name fails before heavy imports
+    listener = check_chain_args(args)  # first: a wrong option fails before heavy imports
+    threads = check_threads(args)
     notes: list[str] = []
-    if args.threads is not None and args.threads < 1:
-        raise RthaError(f"--threads {args.threads}: expected 1 or more")
     model_path = None
     if not args.no_enhancer:
         model_path = args.model or _shipped_model(notes)
@@ -112,9 +143,9 @@ def chain_from_args(args: argparse.Namespace, fs_without_enhancer: int) -> Chain
         model, meta = load_checkpoint(model_path)
         fs = int(model.cfg.sample_rate)
         block = parse_block(args.block, fs)
-        dry_mix = dry_mix_from_args(args, meta)
-        enhancer = StreamingEnhancer(model, device=args.device, threads=args.threads, block_size=block,
-                                     dry_mix=dry_mix)
+        dry_mix = dry_mix_from_args(args, meta, model_path)
+        setup_threads(threads)
+        enhancer = StreamingEnhancer(model, device=args.device, threads=threads, block_size=block, dry_mix=dry_mix)
     else:
         fs = int(fs_without_enhancer)
         block = parse_block(args.block, fs)
@@ -128,7 +159,7 @@ def chain_from_args(args: argparse.Namespace, fs_without_enhancer: int) -> Chain
         listener=listener.name or args.listener,
         model=str(model_path) if model_path is not None else None,
         dry_mix=dry_mix,
-        threads=args.threads,
+        threads=threads if enhancer is not None else None,
         device=args.device,
         nalr_phase=args.nalr_phase,
         notes=notes,

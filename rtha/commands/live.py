@@ -33,8 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..audio_io import clamp_block
 from ..errors import RthaError
-from .chain_options import add_chain_args, chain_from_args, print_notes
+from .chain_options import INPUT_LIMIT, add_chain_args, chain_from_args, check_chain_args, print_notes
 from .common import output_path
 
 #: Rate of the chain when there is no enhancer to set it (Hz).
@@ -138,6 +139,7 @@ class LiveEngine:
         self.status_flags = 0
         self.status_kinds: dict[str, int] = {}
         self.deadline_misses = 0
+        self.clamped = 0  # input samples beyond ±INPUT_LIMIT, clamped before the chain
         self.compute_s = 0.0
         self.stop_frames = 0  # 0: run until stopped
         self.done = threading.Event()
@@ -159,6 +161,7 @@ class LiveEngine:
             np.copyto(x, indata.T)
         else:  # PortAudio keeps blocksize fixed; only a misbehaving backend gets here
             x = np.ascontiguousarray(indata.T)
+        self.clamped += clamp_block(x, INPUT_LIMIT)  # two reductions unless a sample is beyond
         t0 = time.perf_counter()
         y = x if self.bypass else self.chain.process_block(x)
         dt = time.perf_counter() - t0
@@ -250,8 +253,13 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.duration is not None and not args.duration > 0:
         raise RthaError(f"--duration {args.duration}: expected a positive number of seconds")
-    record = output_path(args.record, args.force) if args.record else None
-    report_path = output_path(args.report, args.force) if args.report else None
+    record = output_path(args.record, args.force, "--record") if args.record else None
+    if record is not None:
+        from ..audio_io import output_format
+
+        output_format(record)
+    report_path = output_path(args.report, args.force, "--report") if args.report else None
+    check_chain_args(args)  # a mistyped option is reported before any device problem
     in_dev = resolve_device(sd, args.input, "input")
     out_dev = resolve_device(sd, args.output, "output")
 
@@ -292,6 +300,7 @@ def run(args: argparse.Namespace) -> int:
         stop.set()
 
     previous_handler = signal.signal(signal.SIGINT, on_sigint)
+    previous_term = signal.signal(signal.SIGTERM, on_sigint)  # kill/timeout: the same clean stop
     # The callback needs the GIL within a block period: make the main thread
     # (panel, recorder) hand it over every 0.5 ms instead of every 5 ms.
     switch_interval = sys.getswitchinterval()
@@ -327,6 +336,7 @@ def run(args: argparse.Namespace) -> int:
         raise RthaError(f"audio stream {names[0]} -> {names[1]} failed: {_one_line(e)}; {LIST_HINT}") from None
     finally:
         signal.signal(signal.SIGINT, previous_handler)
+        signal.signal(signal.SIGTERM, previous_term)
         sys.setswitchinterval(switch_interval)
         if writer is not None:
             read_pos, record_lost = _drain(engine, writer, read_pos, record_lost)
@@ -338,6 +348,8 @@ def run(args: argparse.Namespace) -> int:
     _print_summary(summary)
     if report_path is not None:
         report_path.write_text(json.dumps(summary, indent=2) + "\n")
+    if engine.clamped:
+        print(f"rtha: warning: {engine.clamped} input samples beyond ±{INPUT_LIMIT:g} were clamped", file=sys.stderr)
     if record is not None:
         lost = f" ({record_lost} frames lost: the main thread fell behind)" if record_lost else ""
         print(f"rtha: recorded {read_pos / fs:.2f} s to {record}{lost}", file=sys.stderr)
@@ -402,6 +414,7 @@ def _summary(engine, setup, stream, names, block, wall, interrupted, args, recor
         "callback_thread": engine.callback_thread,
         "interrupted": interrupted,
         "nonfinite_samples": int(setup.chain.nonfinite_count),
+        "clamped_samples": engine.clamped,
         "record": str(args.record) if args.record else None,
         "record_lost_frames": record_lost,
         "device_latency_ms": {"input": 1e3 * dev_in, "output": 1e3 * dev_out},

@@ -13,7 +13,11 @@ Without IN, the built-in example recording is replayed (:mod:`rtha.example`).
 Documented behaviour for odd input: a mono file feeds both ears; channel 0 is
 the left ear, 1 the right; more than 2 channels, a missing, unreadable or empty
 file are one-line errors; NaN/Inf samples are replaced by 0, counted in the
-report (``nonfinite_samples``) and warned about.
+report (``nonfinite_samples``) and warned about; samples beyond
+±:data:`~rtha.commands.chain_options.INPUT_LIMIT` are clamped to it, counted
+(``clamped_samples``) and warned about. Any file length works with any model
+and block size. Output paths are checked before any work; SIGTERM stops the
+replay as Ctrl-C does (what was processed is written, with the report).
 """
 
 from __future__ import annotations
@@ -25,8 +29,8 @@ import time
 from pathlib import Path
 
 from ..errors import RthaError
-from .chain_options import add_chain_args, chain_from_args, print_notes
-from .common import output_path
+from .chain_options import INPUT_LIMIT, add_chain_args, chain_from_args, print_notes
+from .common import output_path, sigterm_as_interrupt
 
 #: Seconds of the input kept as the latency probe and for the plots.
 PROBE_S = 4.0
@@ -51,10 +55,17 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..audio_io import AudioReader, AudioWriter
+    with sigterm_as_interrupt():
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ..audio_io import AudioReader, AudioWriter, output_format
 
     out = output_path(args.out, args.force) if args.out else None
-    report_path = output_path(args.report, args.force) if args.report else None
+    if out is not None:
+        output_format(out)  # an extension libsndfile cannot write fails now, not after the model loads
+    report_path = output_path(args.report, args.force, "--report") if args.report else None
     if args.plots:
         _check_plots(args.plots, args.force)
     if args.input is None:
@@ -71,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     print_notes(setup.notes)
     block = setup.block
 
-    with AudioReader(args.input, fs=setup.fs) as reader:
+    with AudioReader(args.input, fs=setup.fs, limit=INPUT_LIMIT) as reader:
         out_channels = setup.chain.out_channels(reader.channels)
         writer = AudioWriter(out, setup.fs, out_channels) if out else None
         try:
@@ -84,6 +95,12 @@ def run(args: argparse.Namespace) -> int:
     if report["nonfinite_samples"]:
         print(
             f"rtha: warning: {args.input}: {report['nonfinite_samples']} NaN/Inf samples were replaced by 0",
+            file=sys.stderr,
+        )
+    if report["clamped_samples"]:
+        print(
+            f"rtha: warning: {args.input}: {report['clamped_samples']} samples beyond ±{INPUT_LIMIT:g} "
+            f"(full scale is ±1) were clamped to ±{INPUT_LIMIT:g}",
             file=sys.stderr,
         )
     if result.interrupted:
@@ -198,12 +215,13 @@ def build_report(args, setup, reader, block: int, result: ReplayResult) -> dict:
         "wall_s": result.wall_s,
         "interrupted": result.interrupted,
         "nonfinite_samples": int(nonfinite),
+        "clamped_samples": int(reader.clamped_count),
         **result.timings.stats(block / fs, result.frames / fs),
         **{f"cpu_{k}": v for k, v in result.cpu_timings.stats(block / fs, result.frames / fs).items() if k != "blocks"},
         **algorithmic_latency(setup.chain, fs),
     }
     probe = result.head_in[:, : int(PROBE_S * fs)]
-    report.update(measure_latency(setup.chain, probe, fs))
+    report.update(measure_latency(setup.chain, probe, fs, block=block))
     report["probe_s"] = probe.shape[1] / fs
     return report
 
@@ -255,6 +273,8 @@ def print_report(r: dict) -> None:
     t.add_row("real-time factor", f"{r['rtf']:.3f}  ({r['audio_s']:.2f} s of audio in {r['wall_s']:.2f} s)")
     if r["nonfinite_samples"]:
         t.add_row("NaN/Inf samples", f"{r['nonfinite_samples']} replaced by 0")
+    if r["clamped_samples"]:
+        t.add_row("clamped samples", f"{r['clamped_samples']} beyond ±{INPUT_LIMIT:g}")
     Console().print(t)
 
 

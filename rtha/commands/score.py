@@ -71,12 +71,14 @@ def run(args: argparse.Namespace) -> int:
     from ..score.plots import require_matplotlib, write_plots
     from ..score.report import build_report, write_report
     from ..score.summary import summary_table
-    from .common import output_path
+    from .common import check_writable, output_path
 
     if args.plots is not None:
         require_matplotlib()
     if args.report is not None:
-        output_path(args.report, args.force)
+        output_path(args.report, args.force, "--report")
+    if not args.merge:
+        check_writable(args.out, "--out")  # resumed when it exists, so only where it goes is checked here
     console = Console()
 
     if args.merge:
@@ -141,6 +143,8 @@ def _score(args, console):
     if args.limit is not None and args.limit < 1:
         raise RthaError(f"--limit {args.limit}: expected 1 or more pairs")
     shard = parse_shard(args.shard) if args.shard else None
+    if args.root.exists() and not args.root.is_dir():
+        raise RthaError(f"ROOT {args.root} is a file; expected the dataset folder (holding metadata/ and SPLIT/scenes/)")
     ClarityDataset(args.root, args.split)  # a missing root or split fails here, before the model loads
 
     model = None
@@ -159,7 +163,7 @@ def _score(args, console):
         nfir=args.nfir,
         nalr_phase="linear" if args.linear_phase else "minimum",
         model_path=model["path"] if model and "enhanced" in systems else None,
-        dry_mix=dry_mix_from_args(args, model["metadata"]) if model and "enhanced" in systems else None,
+        dry_mix=dry_mix_from_args(args, model["metadata"], model["path"]) if model and "enhanced" in systems else None,
         enhanced_dir=str(args.enhanced_dir) if args.enhanced_dir else None,
     )
     configurations = system_configurations(settings, model)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
+import warnings
 from pathlib import Path
 
 from ..errors import RthaError
@@ -79,8 +81,9 @@ def load_checkpoint(path, map_location="cpu"):
         ``map_location`` and the metadata dict.
 
     Raises:
-        CheckpointError: missing, truncated or corrupt file, a missing key,
-            a bad config value, or a weight whose name or shape does not match.
+        CheckpointError: missing, truncated or corrupt file, a file that holds
+            other Python objects, a missing key, a bad config value, a weight
+            whose name or shape does not match, or a weight with NaN/Inf values.
     """
     import torch
 
@@ -92,10 +95,17 @@ def load_checkpoint(path, map_location="cpu"):
         hint = " (train one with `rtha train`, or pass --model FILE)" if path.parent == MODELS_DIR else ""
         raise CheckpointError(f"model file {path} not found{hint}")
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # torch raises RuntimeError, EOFError, UnpicklingError... for bad files
-        detail = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise CheckpointError(f"{path} is not a readable model checkpoint (truncated or corrupt?): {detail}") from None
+        with warnings.catch_warnings():  # torch warns about pickle protocols before it refuses a file
+            warnings.simplefilter("ignore")
+            payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises RuntimeError, EOFError, UnpicklingError, KeyError... for bad files
+        # torch's own text for a pickle (load it with weights_only=False) would run code from the file,
+        # and a KeyError's is a bare number: only the first sentence of the others is worth showing
+        detail = "" if isinstance(e, (pickle.UnpicklingError, KeyError)) else str(e).strip().split(". ")[0].splitlines()[0]
+        raise CheckpointError(
+            f"{path} is not a readable rtha model checkpoint (truncated or corrupt, or not a model file)"
+            + (f": {detail}" if detail else "")
+        ) from None
     if not isinstance(payload, dict):
         raise CheckpointError(f"{path}: expected a dict checkpoint, found {type(payload).__name__}")
     for key in ("format", "version", "config", "state_dict", "metadata"):
@@ -126,6 +136,8 @@ def load_checkpoint(path, map_location="cpu"):
             raise CheckpointError(
                 f"{path}: weight {k!r} has shape {tuple(state[k].shape)} but the config needs {tuple(v.shape)}"
             )
+        if state[k].is_floating_point() and not bool(torch.isfinite(state[k]).all()):
+            raise CheckpointError(f"{path}: weight {k!r} has NaN or Inf values (a diverged training run?)")
     model.load_state_dict(state)
     model.to(map_location if map_location is not None else "cpu").eval()
     return model, payload["metadata"]

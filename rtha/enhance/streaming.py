@@ -217,9 +217,11 @@ class StreamingEnhancer(Stage):
     Args:
         model_or_checkpoint_path: a :class:`ConvTasNet` or a checkpoint file.
         device: ``"cpu"`` or a torch device such as ``"cuda"``.
-        threads: intra-op threads for torch and the BLAS used on CPU (process
-            wide); None leaves the process setting alone.  1 is best on a
-            2-core machine.
+        threads: the intra-op thread count the caller set up for torch and
+            the BLAS used on CPU (:func:`set_threads`, process wide; the
+            commands do it), recorded in ``threads``; None: not stated.
+            Checked, never applied here: a constructor does not change a
+            process-wide setting.
         block_size: the block length the caller will use, in samples; a
             multiple of the hop ``S`` lowers the latency from ``L-1`` to
             ``L-S`` samples (then every block must keep the stream aligned).
@@ -266,8 +268,9 @@ class StreamingEnhancer(Stage):
         device = torch.device(device)
         if device.type == "cuda" and not torch.cuda.is_available():
             raise RthaError(f"device {device} requested but no CUDA GPU is available")
-        if threads is not None:
-            set_threads(threads)
+        if threads is not None and threads < 1:
+            raise RthaError(f"threads = {threads}; expected a positive count")
+        self.threads = threads
         cfg = model.cfg
         self.cfg = cfg
         self.fs = int(cfg.sample_rate)

@@ -134,6 +134,17 @@ def check_configs(rows: list[ScoreRow], configs: dict[str, str], path) -> None:
             )
 
 
+def check_split(rows: list[ScoreRow], pairs, split: str, path) -> None:
+    """Refuse to resume into rows of pairs that are not in this split (the CSV has no split column)."""
+    known = set(pairs)
+    for row in rows:
+        if (row.scene, row.listener) not in known:
+            raise RthaError(
+                f"{path}: holds scores of {row.scene}/{row.listener}, which is not a pair of the {split!r} split "
+                "(scored on another split?); pass --force to start over or choose another --out"
+            )
+
+
 def merge_scores(paths) -> list[ScoreRow]:
     """Union of shard CSVs, sorted by (scene, listener, system).
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from ..errors import RthaError
 from .config import ScoreSettings
 from .pairs import scene_listener_pairs, select_shard
-from .results import ScoreRow, ScoreWriter, check_configs
+from .results import ScoreRow, ScoreWriter, check_configs, check_split
 
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")
 _scorer = None  # the worker's PairScorer, or the RthaError that stopped its creation
@@ -40,6 +40,10 @@ def _init_worker(settings: ScoreSettings, configs: dict[str, str], metric_thread
     from .pair import PairScorer  # torch, numba and BLAS read their one-thread settings from the environment
 
     try:
+        if "enhanced" in settings.systems:
+            from ..enhance.streaming import set_threads
+
+            set_threads(1)  # the enhancer streams on one thread, inline as in a worker
         _scorer = PairScorer(settings, configs, metric_threads)
     except RthaError as e:  # reported with the first job instead of a pool that respawns forever
         _scorer = e
@@ -119,7 +123,7 @@ def score_split(
     from ..data.clarity import ClarityDataset
 
     dataset = ClarityDataset(settings.root, settings.split)
-    pairs = scene_listener_pairs(dataset.scenes_listeners)
+    split_pairs = pairs = scene_listener_pairs(dataset.scenes_listeners)
     if shard is not None:
         pairs = select_shard(pairs, *shard)
     if limit is not None:
@@ -127,6 +131,7 @@ def score_split(
     start = time.perf_counter()
     with ScoreWriter(out, force=force) as writer:
         check_configs(writer.existing, configs, out)
+        check_split(writer.existing, split_pairs, settings.split, out)
         done = {row.key for row in writer.existing}
         todo = []
         for scene, listener in pairs:
