@@ -91,13 +91,14 @@ def nalr_fir(audiogram: Audiogram, fs: float, nfir: int) -> np.ndarray:
     return fir2(nfir, grid, gains)
 
 
-def fir2(order: int, freqs: np.ndarray, gains: np.ndarray) -> np.ndarray:
+def fir2(order: int, freqs: np.ndarray, gains: np.ndarray, window: np.ndarray | None = None) -> np.ndarray:
     """MATLAB-style ``fir2``: linear-phase FIR by frequency sampling, Hamming window.
 
     Args:
         order: filter order; returns ``order + 1`` taps.
         freqs: strictly increasing breakpoints from 0 to 1 (1 = Nyquist), shape ``(k,)``.
         gains: linear magnitude at the breakpoints, shape ``(k,)``.
+        window: ``(order + 1,)`` window applied to the taps; default Hamming (MATLAB's).
 
     Returns:
         float64 taps, shape ``(order + 1,)``.
@@ -124,7 +125,7 @@ def fir2(order: int, freqs: np.ndarray, gains: np.ndarray) -> np.ndarray:
     spectrum = mag * phase
     spectrum = np.concatenate((spectrum, spectrum[n_pts - 2 : 0 : -1].conj()))
     impulse = np.real(np.fft.ifft(spectrum))
-    return impulse[:n_taps] * hamming(n_taps)
+    return impulse[:n_taps] * (hamming(n_taps) if window is None else window)
 
 
 class NalrFilter(FirFilter):
