@@ -91,3 +91,24 @@ def random_tiny_model(tmp_path_factory):
     path = tmp_path_factory.mktemp("models") / "random-tiny.pt"
     save_checkpoint(path, model, {"note": "random weights, for tests"})
     return path
+
+
+@pytest.fixture
+def unwritable_dir(tmp_path):
+    """A folder this process cannot create files in: a read-only folder, or ``/sys`` for root (which ignores permissions)."""
+    import tempfile
+
+    if os.geteuid() != 0:
+        folder = tmp_path / "read-only"
+        folder.mkdir()
+        folder.chmod(0o555)
+        yield folder
+        folder.chmod(0o755)
+        return
+    folder = Path("/sys")
+    try:
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError:
+        yield folder
+    else:
+        pytest.skip("no folder here refuses new files to root")

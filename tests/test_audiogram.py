@@ -66,3 +66,38 @@ def test_listener_file_errors_name_the_file_and_problem(tmp_path):
         get_listener("L9", path)
     with pytest.raises(AudiogramError, match="unknown listener 'loud'"):
         get_listener("loud")
+
+
+@pytest.mark.parametrize(
+    "levels",
+    [
+        ["abc"] * 8,  # not numbers
+        ["25"] * 8,  # numbers as strings
+        [[25, 30]] * 8,  # nested: 16 numbers in 8 pairs
+        [25, [30, 35], 40, 45, 50, 55, 60, 65],  # ragged nesting
+        [True] * 8,
+        None,
+    ],
+)
+def test_listener_levels_that_are_not_a_flat_list_of_numbers_are_a_one_line_error(tmp_path, capsys, levels):
+    from rtha.cli import main
+
+    path = tmp_path / "listeners.json"
+    entry = {"audiogram_cfs": [250, 500, 1000, 2000, 3000, 4000, 6000, 8000], "audiogram_levels_r": [20] * 8}
+    path.write_text(json.dumps({"L1": {**entry, "audiogram_levels_l": levels}}))
+    with pytest.raises(AudiogramError, match="'L1'.*not a flat list of numbers"):
+        load_listeners(path)
+    # through a command: one line, exit 2
+    import soundfile as sf
+
+    sf.write(str(tmp_path / "in.wav"), np.zeros(1600, np.float32), 16000)
+    assert main(["replay", str(tmp_path / "in.wav"), "--listeners", str(path), "--listener", "L1", "--no-enhancer"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("rtha: error:") and "not a flat list of numbers" in err[0]
+
+
+def test_a_listener_entry_that_is_not_an_object_is_named(tmp_path):
+    path = tmp_path / "listeners.json"
+    path.write_text(json.dumps({"L1": [20, 30]}))
+    with pytest.raises(AudiogramError, match="listener 'L1' is a list; expected an object"):
+        load_listeners(path)

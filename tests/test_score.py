@@ -190,6 +190,23 @@ def test_resume_refuses_another_chain_configuration(data, tmp_path, capsys):
     assert "another chain configuration" in capsys.readouterr().err
 
 
+def test_resume_refuses_rows_of_another_split(data, tmp_path, capsys):
+    # the CSV has no split column: scores of pairs that are not in this split came from another one
+    out = tmp_path / "train.csv"
+    out.write_text(data["csv"].read_text().replace("S00001,", "S09001,"))
+    before = out.read_bytes()
+    assert _score(data, out) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "S09001/L0001, which is not a pair of the 'dev' split" in err and "--force" in err
+    assert out.read_bytes() == before
+
+
+def test_an_unwritable_out_fails_before_scoring(data, capsys, unwritable_dir):
+    assert _score(data, unwritable_dir / "s.csv") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rtha: error: --out") and "cannot write there" in err and err.count("\n") == 1
+
+
 def test_external_copies_of_the_mix_score_like_unprocessed(data, tmp_path):
     enhanced_dir = tmp_path / "enhanced"
     enhanced_dir.mkdir()
@@ -275,6 +292,9 @@ def test_shards_partition_the_pairs():
         (["score", "{root}", "--out", "{tmp}/a.csv", "--report", "{csv}"], "--force"),
         (["score", "--out", "{tmp}/a.csv"], "ROOT"),
         (["score", "--merge", "{tmp}/missing.csv", "--out", "{tmp}/a.csv"], "not found"),
+        (["score", "{root}", "--out", "{tmp}/a.csv", "--report", "{tmp}"], "--report"),
+        (["score", "{root}", "--out", "{tmp}", "--model", "{model}"], "is a folder"),
+        (["score", "{csv}", "--out", "{tmp}/a.csv", "--model", "{model}"], "is a file; expected the dataset folder"),
     ],
 )
 def test_user_errors_are_one_line(data, tmp_path, capsys, args, message):
