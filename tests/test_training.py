@@ -275,3 +275,27 @@ def test_resume_hint_keeps_out_and_data():
 
     args = argparse.Namespace(config=Path("c.toml"), out=Path("my runs/x"), data=Path("d"))
     assert resume_command(args) == "rtha train c.toml --resume --out 'my runs/x' --data d"
+
+
+def test_timed_run_trains_for_its_budget_then_validates_and_resumes(corpus, scenes, tmp_path, capsys):
+    from training.timed import main as timed_main
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        f'[model]\npreset = "tiny"\nN = 16\nB = 16\nH = 32\nX = 2\nR = 1\n'
+        f'[data]\nroot = "{scenes}"\nmixing = "dynamic"\ncorpus = "{corpus}"\nsegment_s = 0.5\nvalid_max_scenes = 1\n'
+        f'[train]\nbatch_size = 2\nloss = "snr"\nepochs = 1000\nsteps_per_epoch = 1000\nthreads = 1\n'
+        f'[output]\ndir = "{tmp_path / "unused"}"\n'
+    )
+    out = tmp_path / "gpu"
+    assert timed_main([str(cfg), "--minutes", "0.02", "--out", str(out), "--json"]) == 0
+    s = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert s["device"].startswith("cpu") and s["steps"] == s["new_steps"] > 0
+    assert math.isfinite(s["dev_si_sdri_db"]) and s["audio_hours_seen"] > 0
+    assert {"last.pt", "best.pt", "state.pt", "log.csv"} <= {p.name for p in out.iterdir()}
+    assert timed_main([str(cfg), "--minutes", "0.02", "--out", str(out)]) == 2  # never replaces a run silently
+    assert "--force" in capsys.readouterr().err
+    more = tmp_path / "more"
+    assert timed_main([str(cfg), "--minutes", "0.04", "--out", str(more), "--resume", str(out), "--json"]) == 0
+    r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert r["steps"] == s["steps"] + r["new_steps"] and r["new_steps"] > 0  # the budget is summed over resumes

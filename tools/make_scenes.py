@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rtha.data.scenes import INTERFERER_TYPES, SceneConfig, generate  # noqa: E402
+from rtha.data.scenes import INTERFERER_TYPES, SPLITS, SceneConfig, generate, scene_counts  # noqa: E402
 from rtha.errors import RthaError  # noqa: E402
 
 
@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--subtype", default=d.subtype, help="WAV sample format: PCM_16 (default) or FLOAT")
     p.add_argument("--exclude-licence", action="append", default=[], metavar="TEXT",
                    help="leave out sources whose manifest licence contains TEXT (repeatable), e.g. BY-SA")
+    p.add_argument("--only", default=",".join(SPLITS), metavar="SPLITS",
+                   help="write only these splits, e.g. dev,test (the same scenes as in a full run)")
     p.add_argument("--force", action="store_true", help="write into an OUT that already holds metadata")
     return p
 
@@ -84,6 +86,7 @@ def main(argv=None) -> int:
             subtype=args.subtype,
             exclude_licences=tuple(args.exclude_licence),
         )
+        only = tuple(s.strip() for s in args.only.split(",") if s.strip())
         if (args.out / "metadata").exists() and not args.force:
             raise RthaError(f"{args.out} already holds a data set; pass --force to write over it")
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -91,16 +94,17 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         with Progress(TextColumn("scenes"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       TimeRemainingColumn()) as bar:
-            task = bar.add_task("scenes", total=args.num_scenes)
+            task = bar.add_task("scenes", total=sum(scene_counts(args.num_scenes, fractions)[s] for s in only))
             by_split = generate(args.corpus, args.out, args.num_scenes, args.seed, cfg, args.workers,
-                                progress=lambda n: bar.update(task, completed=n))
+                                progress=lambda n: bar.update(task, completed=n), only=only)
         dt = time.perf_counter() - t0
     except RthaError as e:
         print(f"make_scenes: error: {e}", file=sys.stderr)
         return 2
     counts = ", ".join(f"{s} {len(v)}" for s, v in by_split.items())
-    print(f"wrote {args.num_scenes} scenes ({counts}) to {args.out} in {dt:.1f} s "
-          f"({args.num_scenes / dt:.1f} scenes/s, {args.workers} worker(s))")
+    written = sum(len(v) for v in by_split.values())
+    print(f"wrote {written} scenes ({counts}) to {args.out} in {dt:.1f} s "
+          f"({written / dt:.1f} scenes/s, {args.workers} worker(s))")
     return 0
 
 

@@ -116,8 +116,8 @@ def _worker_init(_: int) -> None:
     torch.set_num_threads(1)  # the mixer is numpy/scipy work; leave the cores to training
 
 
-def batch_loader(data: DynamicMix, first_step: int, prefetch: int = 4):
-    """Batches ``first_step, first_step + 1, ...`` prepared in one background process."""
+def batch_loader(data: DynamicMix, first_step: int, workers: int = 1, prefetch: int = 4):
+    """Batches ``first_step, first_step + 1, ...`` in order, prepared in ``workers`` background processes."""
     from torch.utils.data import DataLoader
 
     class Steps:
@@ -127,5 +127,5 @@ def batch_loader(data: DynamicMix, first_step: int, prefetch: int = 4):
                 yield step
                 step += 1
 
-    return DataLoader(data, batch_size=None, sampler=Steps(), num_workers=1, prefetch_factor=prefetch,
+    return DataLoader(data, batch_size=None, sampler=Steps(), num_workers=workers, prefetch_factor=prefetch,
                       worker_init_fn=_worker_init, persistent_workers=False)

@@ -357,7 +357,7 @@ class Trainer:
         """This process's batches from the current step on: dynamic mixes, or crops of
         the train split epoch after epoch (resuming inside an epoch where it stopped)."""
         if self.dynamic:
-            yield from batch_loader(self.train_set, self.global_step)
+            yield from batch_loader(self.train_set, self.global_step, workers=max(1, self.cfg.data.num_workers))
             return
         b = self.cfg.train.batch_size
         epoch, skip = self.epoch, self.step_in_epoch
@@ -474,7 +474,7 @@ class Trainer:
                 self.last_metrics["segments_per_s"] = round(segs, 3)
                 window_loss, window_n, window_t = 0.0, 0, now
             if self._epoch_done():
-                self._end_epoch(progress, task)
+                self.end_epoch(progress, task)
                 window_loss, window_n, window_t = 0.0, 0, time.perf_counter()  # validation is not training
             elif self.global_step % t.checkpoint_every == 0 or stop["now"]:
                 self.save()
@@ -487,7 +487,8 @@ class Trainer:
         return {"train_s": round(self.elapsed, 2), "train_cpu_s": round(self.cpu_elapsed, 2),
                 "audio_h": round(self.audio_hours, 4)}
 
-    def _end_epoch(self, progress, task) -> None:
+    def end_epoch(self, progress=None, task=None) -> dict:
+        """Validate, log, adapt the learning rate, save (``best.pt`` when improved); returns the metrics."""
         r = self.validate()
         sdri = r["si_sdri_db"]
         for key in ("si_sdri_db", "si_sdri_noise_db", "si_sdri_talker_db", "output_gain"):
@@ -503,10 +504,12 @@ class Trainer:
         self.log({"epoch": self.epoch, "step": self.global_step, "phase": "valid", "si_sdri_db": round(sdri, 3),
                   "lr": f"{self.sched.get_last_lr()[0]:.3g}", "si_sdri_noise_db": r["si_sdri_noise_db"],
                   "si_sdri_talker_db": r["si_sdri_talker_db"], "output_gain": r["output_gain"], **self._clocks()})
-        progress.update(task, sdri=f"{sdri:.2f} dB")
+        if progress is not None:
+            progress.update(task, sdri=f"{sdri:.2f} dB")
         self.epoch += 1
         self.step_in_epoch = 0
         self.save(best=improved)
+        return r
 
 
 def _check_output_dir(out: Path) -> None:

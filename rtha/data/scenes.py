@@ -538,10 +538,12 @@ def _make_one(job: tuple[int, str, str]) -> dict:
 
 
 def generate(corpus_dir, out, num_scenes: int, seed: int, cfg: SceneConfig | None = None,
-             workers: int = 1, progress=None) -> dict[str, list[dict]]:
+             workers: int = 1, progress=None, only: tuple[str, ...] = SPLITS) -> dict[str, list[dict]]:
     """Write ``num_scenes`` scenes and their metadata under ``out``; returns ``{split: scenes}``.
 
-    ``progress(n_done)`` is called after each scene (e.g. to advance a progress bar).
+    ``only`` renders just these splits (e.g. ``("dev", "test")`` when training mixes its
+    examples on the fly): their scenes are the same as in a full run, since every scene
+    keeps its index and seed. ``progress(n_done)`` is called after each scene.
     """
     cfg = cfg or SceneConfig()
     cfg.validate()
@@ -551,6 +553,9 @@ def generate(corpus_dir, out, num_scenes: int, seed: int, cfg: SceneConfig | Non
     corpus = Corpus.from_folder(corpus_dir, cfg.exclude_licences)
     speakers = split_speakers(corpus.speech, cfg.split_fractions, seed)
     counts = scene_counts(num_scenes, cfg.split_fractions)
+    bad = [s for s in only if s not in SPLITS]
+    if bad or not only:
+        raise RthaError(f"splits {list(only)}; expected some of {', '.join(SPLITS)}")
     jobs, index = [], 0
     for split in SPLITS:
         if counts[split] and not speakers[split]:
@@ -558,7 +563,8 @@ def generate(corpus_dir, out, num_scenes: int, seed: int, cfg: SceneConfig | Non
         (out / split / "scenes").mkdir(parents=True, exist_ok=True)
         for _ in range(counts[split]):
             index += 1
-            jobs.append((index, f"S{index:05d}", split))
+            if split in only:
+                jobs.append((index, f"S{index:05d}", split))
     (out / "metadata").mkdir(parents=True, exist_ok=True)
 
     init = (str(corpus_dir), cfg, speakers, seed, str(out))
@@ -578,7 +584,7 @@ def generate(corpus_dir, out, num_scenes: int, seed: int, cfg: SceneConfig | Non
                 if progress:
                     progress(len(results))
 
-    by_split = {s: sorted((m for m in results if m["dataset"] == s), key=lambda m: m["scene"]) for s in SPLITS}
+    by_split = {s: sorted((m for m in results if m["dataset"] == s), key=lambda m: m["scene"]) for s in only}
     listeners = make_listeners(cfg.num_listeners, seed)
     ids = sorted(listeners)
     rng = np.random.default_rng([seed, 13])
@@ -597,6 +603,7 @@ def generate(corpus_dir, out, num_scenes: int, seed: int, cfg: SceneConfig | Non
                 "generator": "rtha tools/make_scenes.py",
                 "corpus": str(Path(corpus_dir).resolve()),
                 "num_scenes": num_scenes,
+                "splits_written": list(only),
                 "seed": seed,
                 "config": config_dict(cfg),
                 "speakers": speakers,

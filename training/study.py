@@ -1,0 +1,164 @@
+"""Time to quality: compare training runs by dev SI-SDRi reached per training CPU-hour.
+
+    python -m training.study runs/study/* --plot models/study.png [--json] [--budget-min 10]
+    python -m training.study models/state/default --plot models/training_curve.png --no-rtf
+
+Each argument is a run folder (``log.csv``, ``config.toml``, ``last.pt``) trained
+with validations on a CPU-time grid (``[train] valid_every_cpu_s``, ``rtha train
+--max-minutes M --cpu-clock``). For each run: dev SI-SDRi (all scenes, noise and
+babble only, with a competing talker) at every validation against training
+CPU-minutes; training throughput in audio seconds per CPU-second; the model's
+cost (GMAC per audio second); and, from the same process side by side, the
+streaming real-time factor at 4 ms blocks on one thread and the offline model's.
+The plot has one panel per scene kind, one line per run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from rtha.errors import RthaError
+
+
+def read_curve(run: Path) -> dict:
+    """``{"cpu_min": [...], "si_sdri_db": [...], "noise": [...], "talker": [...], "audio_s_per_cpu_s"}``."""
+    log = run / "log.csv"
+    if not log.is_file():
+        raise RthaError(f"{log} not found; expected a training run folder")
+    with open(log, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    valid = [r for r in rows if r["phase"] == "valid" and r.get("train_cpu_s")]
+    train = [r for r in rows if r["phase"] == "train" and r.get("train_cpu_s")]
+    num = lambda v: float(v) if v not in ("", None) else float("nan")  # noqa: E731
+    last = train[-1] if train else None
+    return {
+        "cpu_min": [num(r["train_cpu_s"]) / 60 for r in valid],
+        "si_sdri_db": [num(r["si_sdri_db"]) for r in valid],
+        "noise": [num(r["si_sdri_noise_db"]) for r in valid],
+        "talker": [num(r["si_sdri_talker_db"]) for r in valid],
+        "steps": int(last["step"]) if last else 0,
+        "audio_h": num(last["audio_h"]) if last else 0.0,
+        "audio_s_per_cpu_s": num(last["audio_h"]) * 3600 / num(last["train_cpu_s"]) if last else float("nan"),
+    }
+
+
+def gmac_per_s(cfg) -> float:
+    """Multiply-adds per second of audio (encoder, bottleneck, blocks, masks, decoder), in GMAC."""
+    per_frame = (2 * cfg.N * cfg.L + 2 * cfg.N * cfg.B
+                 + cfg.X * cfg.R * (3 * cfg.B * cfg.H + cfg.H * cfg.P))
+    return per_frame * cfg.sample_rate / cfg.hop / 1e9
+
+
+def stream_rtf(model_path: Path, seconds: float = 8.0, block_ms: float = 4.0) -> tuple[float, float]:
+    """``(streaming RTF, offline RTF)`` on one thread, measured side by side (CPU time)."""
+    import torch
+
+    from rtha.enhance import StreamingEnhancer, load_checkpoint
+
+    torch.set_num_threads(1)
+    model, _ = load_checkpoint(model_path)
+    fs = model.cfg.sample_rate
+    block = int(round(block_ms * fs / 1000))
+    x = (0.05 * np.random.default_rng(0).standard_normal((1, int(seconds * fs)))).astype(np.float32)
+    enh = StreamingEnhancer(model_path, threads=1, block_size=block)
+    enh.process_block(x[:, :block])  # compile / warm up
+    enh.reset()
+    t0 = time.process_time()
+    for i in range(0, x.shape[1] - block + 1, block):
+        enh.process_block(x[:, i : i + block])
+    stream = (time.process_time() - t0) / seconds
+    with torch.no_grad():
+        model(torch.from_numpy(x))
+        t0 = time.process_time()
+        model(torch.from_numpy(x))
+        offline = (time.process_time() - t0) / seconds
+    return stream, offline
+
+
+def summarise(runs: list[Path], budget_min: float | None, rtf: bool) -> list[dict]:
+    from rtha.enhance import load_checkpoint
+
+    out = []
+    for run in runs:
+        c = read_curve(run)
+        model_path = run / "last.pt"
+        model, _ = load_checkpoint(model_path)
+        keep = [i for i, m in enumerate(c["cpu_min"]) if budget_min is None or m <= budget_min + 0.5]
+        if not keep:
+            raise RthaError(f"{run}: no validation within {budget_min} CPU-minutes")
+        end = keep[-1]
+        row = {
+            "run": run.name, "preset_config": model.cfg.to_dict(), "gmac_per_s": round(gmac_per_s(model.cfg), 3),
+            "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 3),
+            "latency_ms": round(1000 * (model.cfg.L - model.cfg.hop) / model.cfg.sample_rate, 2),
+            "audio_s_per_cpu_s": round(c["audio_s_per_cpu_s"], 2),
+            "cpu_min": round(c["cpu_min"][end], 1), "si_sdri_db": c["si_sdri_db"][end],
+            "si_sdri_noise_db": c["noise"][end], "si_sdri_talker_db": c["talker"][end],
+            "curve": {k: [c[k][i] for i in keep] for k in ("cpu_min", "si_sdri_db", "noise", "talker")},
+        }
+        if rtf:
+            row["stream_rtf"], row["offline_rtf"] = (round(v, 4) for v in stream_rtf(model_path))
+            row["stream_over_offline"] = round(row["stream_rtf"] / row["offline_rtf"], 2)
+        out.append(row)
+    return out
+
+
+def plot(rows: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4), sharey=True)
+    for ax, key, name in zip(axes, ("si_sdri_db", "noise", "talker"),
+                             ("all dev scenes", "noise and babble only", "with a competing talker")):
+        for r in rows:
+            ax.plot(r["curve"]["cpu_min"], r["curve"][key], marker="o", ms=3, label=r["run"])
+        ax.set_title(name)
+        ax.set_xlabel("training CPU-minutes (one thread)")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("dev SI-SDRi, dB")
+    axes[0].legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", type=Path, nargs="+", help="training run folders")
+    p.add_argument("--budget-min", type=float, help="compare at this many training CPU-minutes")
+    p.add_argument("--plot", type=Path, help="write the curves to this PNG")
+    p.add_argument("--title", default="Dev SI-SDRi against training CPU time")
+    p.add_argument("--no-rtf", action="store_true", help="skip the streaming/offline timing")
+    p.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
+    args = p.parse_args(argv)
+    try:
+        rows = summarise(args.runs, args.budget_min, not args.no_rtf)
+        if args.plot:
+            plot(rows, args.plot, args.title)
+    except RthaError as e:
+        print(f"study: error: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    cols = ["run", "gmac_per_s", "params_m", "latency_ms", "audio_s_per_cpu_s", "cpu_min", "si_sdri_db",
+            "si_sdri_noise_db", "si_sdri_talker_db"] + (["stream_rtf", "offline_rtf", "stream_over_offline"]
+                                                          if not args.no_rtf else [])
+    print("| " + " | ".join(cols) + " |")
+    print("|" + "---|" * len(cols))
+    for r in rows:
+        print("| " + " | ".join(str(r[c]) for c in cols) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
