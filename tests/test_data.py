@@ -75,6 +75,15 @@ def test_generation_is_reproducible_and_independent_of_workers(corpus, tmp_path)
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
     c = generate(corpus, tmp_path / "c", 6, seed=6, cfg=cfg)
     assert c != a
+    # One split alone: the same scenes as in the full run (each keeps its index and seed).
+    d = generate(corpus, tmp_path / "d", 6, seed=5, cfg=cfg, only=("dev",))
+    assert list(d) == ["dev"] and d["dev"] == a["dev"]
+    for s in a["dev"]:
+        name = f"dev/scenes/{s['scene']}_mix_CH1.wav"
+        assert (tmp_path / "d" / name).read_bytes() == (tmp_path / "a" / name).read_bytes()
+    assert not list((tmp_path / "d" / "train" / "scenes").iterdir())
+    with pytest.raises(RthaError, match="splits"):
+        generate(corpus, tmp_path / "e", 6, seed=5, cfg=cfg, only=("valid",))
 
 
 def test_other_rates_and_dry_scenes(corpus, tmp_path):

@@ -299,3 +299,19 @@ def test_timed_run_trains_for_its_budget_then_validates_and_resumes(corpus, scen
     assert timed_main([str(cfg), "--minutes", "0.04", "--out", str(more), "--resume", str(out), "--json"]) == 0
     r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert r["steps"] == s["steps"] + r["new_steps"] and r["new_steps"] > 0  # the budget is summed over resumes
+
+
+def test_study_reads_curves_and_times_the_streaming_model(corpus, scenes, tmp_path, capsys):
+    from training.study import gmac_per_s, main as study_main
+
+    train(small_config(scenes, tmp_path / "a", data=dynamic(corpus), loss="snr"), progress=False)
+    plot = tmp_path / "study.png"
+    assert study_main([str(tmp_path / "a"), "--json", "--plot", str(plot)]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["run"] == "a" and len(row["curve"]["cpu_min"]) == 2 and row["audio_s_per_cpu_s"] > 0
+    assert row["stream_rtf"] > 0 and row["offline_rtf"] > 0 and plot.stat().st_size > 1000
+    from rtha.enhance import ConvTasNetConfig
+
+    assert gmac_per_s(ConvTasNetConfig.preset("default")) == pytest.approx(2.85, abs=0.01)
+    assert gmac_per_s(ConvTasNetConfig.preset("lean")) == pytest.approx(0.18, abs=0.01)
+    assert study_main([str(tmp_path / "missing")]) == 2
