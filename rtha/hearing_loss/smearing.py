@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.fft
+from numba import njit
 
 FRAME = 256
 HOP = 64
@@ -69,6 +70,55 @@ def smearing_matrix(lower: float, upper: float, fs: float) -> np.ndarray:
     return np.linalg.lstsq(extended, wide, rcond=-1)[0][:size]
 
 
+@njit(cache=True, error_model="numpy")
+def _smear_spectra(spec, matrix_t):
+    """Replace each frame's bins 0..255 by the smeared magnitude with the bin's phase, in place.
+
+    spec: (frames, 257) complex128 spectra; matrix_t: (256, 256) the smearing
+    matrix transposed, C-contiguous (one BLAS product for all frames).
+    """
+    n_frames = spec.shape[0]
+    power = np.empty((n_frames, _BINS))
+    for j in range(n_frames):
+        for b in range(_BINS):
+            power[j, b] = spec[j, b].real ** 2 + spec[j, b].imag ** 2
+    smeared = np.dot(power, matrix_t)
+    for j in range(n_frames):
+        for b in range(_BINS):
+            mag = np.sqrt(power[j, b])
+            amp = np.sqrt(abs(smeared[j, b]))
+            v = spec[j, b] * (amp / mag) if mag > 0.0 else complex(amp, 0.0)
+            spec[j, b] = v if smeared[j, b] >= 0.0 else v * 1j  # sqrt of a negative power: j sqrt(|power|)
+        spec[j, _BINS] = 0.0
+
+
+@njit(cache=True)
+def _windowed_frames(buf, ears, hops, out):
+    """out[k * hops + j] = window * buf[ears[k], 64 j : 64 j + 256]: the frames of the smeared ears."""
+    for k in range(ears.shape[0]):
+        for j in range(hops):
+            for t in range(FRAME):
+                out[k * hops + j, t] = buf[ears[k], j * HOP + t] * _WINDOW[t]
+
+
+@njit(cache=True)
+def _overlap_add(frames, ears, hops, tail, out):
+    """Window the inverse transforms ``(len(ears) * hops, >= 256)`` and overlap-add them into ``out[ears]``.
+
+    tail: (ears, 192) the earlier frames' overlap, updated in place; out: (ears, hops * 64).
+    """
+    for k in range(ears.shape[0]):
+        e = ears[k]
+        for j in range(hops):
+            f = frames[k * hops + j]
+            for t in range(HOP):
+                out[e, j * HOP + t] = tail[e, t] + f[t] * _WINDOW[t]
+            for t in range(FRAME - 2 * HOP):
+                tail[e, t] = tail[e, t + HOP] + f[t + HOP] * _WINDOW[t + HOP]
+            for t in range(FRAME - 2 * HOP, FRAME - HOP):
+                tail[e, t] = f[t + HOP] * _WINDOW[t + HOP]
+
+
 class Smearer:
     """Streaming spectral smearing of each ear (``None``: that ear is only delayed).
 
@@ -80,6 +130,15 @@ class Smearer:
 
     def __init__(self, matrices: list[np.ndarray | None]) -> None:
         self.matrices = matrices
+        self._transposed = {id(m): np.ascontiguousarray(m.T) for m in matrices if m is not None}
+        self._smeared = np.array([e for e, m in enumerate(matrices) if m is not None], np.int64)
+        # Runs of smeared ears sharing one matrix: one pass over the matrix for all their frames.
+        self._groups = []
+        for k, e in enumerate(self._smeared):
+            if self._groups and matrices[e] is matrices[self._smeared[self._groups[-1][0]]]:
+                self._groups[-1][1] = k + 1
+            else:
+                self._groups.append([k, k + 1])
         self.reset()
 
     def reset(self) -> None:
@@ -92,35 +151,15 @@ class Smearer:
         buf = np.concatenate((self._pending, x), axis=1)
         hops = (buf.shape[1] - (FRAME - HOP)) // HOP
         self._pending = buf[:, hops * HOP :]
-        new = np.empty((x.shape[0], hops * HOP))
-        if hops:
-            frames = np.lib.stride_tricks.sliding_window_view(buf[:, : hops * HOP + FRAME - HOP], FRAME, axis=1)[:, ::HOP]
-            for e, matrix in enumerate(self.matrices):
-                if matrix is None:  # no smearing: the frame's first hop, i.e. the input 192 samples back
-                    new[e] = frames[e, :, :HOP].ravel()
-                else:
-                    new[e] = self._overlap_add(e, self._smear(frames[e], matrix))
+        # Without smearing, hop j is the first hop of frame j: the input 192 samples back.
+        new = np.array(buf[:, : hops * HOP])
+        if hops and self._smeared.size:
+            frames = np.empty((self._smeared.size * hops, FRAME))
+            _windowed_frames(buf, self._smeared, hops, frames)
+            spec = scipy.fft.rfft(frames, NFFT, axis=1)
+            for first, stop in self._groups:
+                _smear_spectra(spec[first * hops : stop * hops], self._transposed[id(self.matrices[self._smeared[first]])])
+            _overlap_add(scipy.fft.irfft(spec, NFFT, axis=1), self._smeared, hops, self._tail, new)
         out = np.concatenate((self._ready, new), axis=1)
         self._ready = out[:, x.shape[1] :]
         return out[:, : x.shape[1]]
-
-    @staticmethod
-    def _smear(frames: np.ndarray, matrix: np.ndarray) -> np.ndarray:
-        """Smear ``(hops, 256)`` frames; returns their windowed outputs, same shape."""
-        spec = scipy.fft.rfft(frames * _WINDOW, NFFT, axis=1)[:, :_BINS]
-        mag = np.abs(spec)
-        phasor = spec / (mag + (mag == 0))
-        power = (mag * mag) @ matrix.T
-        phasor[power < 0] *= 1j  # sqrt of a negative power (complex in pyclarity)
-        out = np.zeros((frames.shape[0], _BINS + 1), np.complex128)
-        out[:, :_BINS] = np.sqrt(np.abs(power)) * phasor
-        return scipy.fft.irfft(out, NFFT, axis=1)[:, :FRAME] * _WINDOW
-
-    def _overlap_add(self, ear: int, frames: np.ndarray) -> np.ndarray:
-        hops = frames.shape[0]
-        acc = np.zeros((hops + FRAME // HOP - 1) * HOP)
-        acc[: FRAME - HOP] = self._tail[ear]
-        for k in range(FRAME // HOP):  # frame j's k-th quarter lands on hop j + k
-            acc[k * HOP : (k + hops) * HOP] += frames[:, k * HOP : (k + 1) * HOP].ravel()
-        self._tail[ear] = acc[hops * HOP :]
-        return acc[: hops * HOP]
