@@ -59,16 +59,24 @@ def add_chain_args(parser: argparse.ArgumentParser, default_block: str = "4ms") 
     add_listener_args(parser)
 
 
-def parse_block(text: str, fs: int) -> int:
-    """``"64"`` -> 64 samples; ``"4ms"`` -> ``round(0.004 * fs)`` samples (at least 1)."""
+def block_value(text: str) -> tuple[float, bool]:
+    """``"64"`` -> ``(64, False)``; ``"4ms"`` -> ``(4.0, True)``: the syntax of ``--block``, checked."""
     s = str(text).strip().lower()
     match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(ms)?", s)
     if not match:
         raise RthaError(f"--block {text!r}: expected a sample count (e.g. 64) or milliseconds (e.g. 4ms)")
     value, ms = float(match.group(1)), bool(match.group(2))
-    n = round(value * fs / 1000) if ms else value
     if not ms and not value.is_integer():
         raise RthaError(f"--block {text!r}: a sample count must be a whole number (or add 'ms')")
+    if value <= 0:
+        raise RthaError(f"--block {text!r}: expected a positive size, 1 sample to 1 second")
+    return value, ms
+
+
+def parse_block(text: str, fs: int) -> int:
+    """``"64"`` -> 64 samples; ``"4ms"`` -> ``round(0.004 * fs)`` samples (at least 1)."""
+    value, ms = block_value(text)
+    n = round(value * fs / 1000) if ms else value
     if n < 1 or n > fs:
         raise RthaError(f"--block {text!r} is {int(n)} samples at {fs} Hz; expected 1 sample to 1 second")
     return int(n)
@@ -113,7 +121,7 @@ def check_chain_args(args: argparse.Namespace):
     check_threads(args)
     if not args.no_enhancer and args.model is not None and not Path(args.model).is_file():
         raise RthaError(f"{args.model}: model file not found")
-    parse_block(args.block, 16000)  # the syntax; the range is checked at the chain's rate
+    block_value(args.block)  # the syntax; the range is checked at the chain's rate
     return listener
 
 
