@@ -155,12 +155,13 @@ def main() -> int:
 
     t = Table(title=f"rtha under load ({args.repeat} rounds, medians; load average at the end "
               f"{out['machine']['loadavg_end'][0]:.2f})")
-    for col in ("item", "variant", "condition", "RTF / seconds", "deadline misses", "runs"):
+    for col in ("item", "variant", "condition", "RTF / seconds", "deadline misses"):
         t.add_column(col)
+    t.add_column("runs", no_wrap=True)
     for r in results:
         v = r.get("rtf", r.get("seconds"))
         misses = f"{r['deadline_misses']:g} of {r['blocks']}" if "blocks" in r else ""
-        t.add_row(r["item"], r["variant"], r["condition"], f"{v:.3f}", misses, " ".join(map(str, r["runs"])))
+        t.add_row(r["item"], r["variant"], r["condition"], f"{v:.3f}", misses, " ".join(f"{x:.3f}" for x in r["runs"]))
     Console().print(t)
     for item, rs in ratios.items():
         print(f"{item}: defaults hog/quiet {rs['defaults_hog_over_quiet']:.2f}x, threads 1 hog/quiet "
