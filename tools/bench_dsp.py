@@ -14,6 +14,15 @@ Speed-up: the numba compressor over 6 s of 44.1 kHz audio against a plain
 Python loop of the same recurrence (running window sum over a ring buffer).
 The Python loop runs on the first second only and its time is scaled per
 sample to 6 s; the output says so.
+
+Hearing-loss simulator (MSBG, ``rtha.hearing_loss``): 4 ms stereo blocks at
+44.1 kHz on one thread (BLAS too) for the mild, moderate and severe presets
+(each picks its own filterbank), best of three passes over 3 s of noise
+bursts. RTF = CPU time of the streaming thread / audio time (the cost, which
+other processes on a shared machine do not inflate); ``wall_rtf`` is the
+wall-clock figure of the same passes. ``hearing_loss_rtf`` in the JSON is the
+moderate listener's, with its latency in samples and ms; ``load_average`` is
+the 1-minute load when the bench ran.
 """
 
 from __future__ import annotations
@@ -21,11 +30,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")  # one thread: the smearing's per-block matrix product goes to BLAS
+
+import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -33,6 +46,7 @@ from rtha.audiogram import PRESETS  # noqa: E402
 from rtha.dsp import Compressor, FirFilter, NalrFilter  # noqa: E402
 from rtha.dsp.fir import crossover_block  # noqa: E402
 from rtha.hearing_aid import hearing_aid_chain  # noqa: E402
+from rtha.hearing_loss import HearingLossSimulator  # noqa: E402
 
 RATES = (16000, 44100)
 BLOCKS = (16, 32, 64, 128)
@@ -141,6 +155,36 @@ def latencies() -> list[dict]:
     return rows
 
 
+def hearing_loss_costs(block_ms: float = 4.0, seconds: float = 3.0, passes: int = 3) -> list[dict]:
+    """Streaming cost of the MSBG simulator per preset: RTF and mean us per block, with its latency."""
+    fs = 44100
+    block = round(block_ms * fs / 1000)
+    rng = np.random.default_rng(3)
+    n = int(seconds * fs) // block * block
+    # Noise bursts at speech-like levels (quiet to loud, some silence): every path of the model runs.
+    env = np.repeat(rng.choice([0.0, 0.01, 0.05, 0.2], size=(2, n // 2205 + 1)), 2205, axis=1)[:, :n]
+    x = (env * rng.standard_normal((2, n))).astype(np.float32)
+    rows = []
+    for name in ("mild", "moderate", "severe"):
+        sim = HearingLossSimulator(PRESETS[name])
+        sim.process_block(x[:, :block])  # load the cached compilations
+        cpu = wall = math.inf
+        for _ in range(passes):
+            sim.reset()
+            c0, t0 = time.thread_time(), time.perf_counter()
+            for i in range(0, n, block):
+                sim.process_block(x[:, i : i + block])
+            cpu, wall = min(cpu, time.thread_time() - c0), min(wall, time.perf_counter() - t0)
+        rows.append(
+            dict(
+                listener=name, severity=sim.severities[0], block=block, fs=fs, rtf=cpu / (n / fs),
+                wall_rtf=wall / (n / fs), us_per_block=1e6 * cpu / (n // block),
+                latency_samples=sim.latency, latency_ms=1000 * sim.latency / fs,
+            )
+        )
+    return rows
+
+
 def crossover(
     taps_list=(81, 161, 221, 331, 441, 881), blocks=(128, 256, 512, 768, 1024, 1536, 2048, 4096, 8192)
 ) -> list[dict]:
@@ -190,6 +234,16 @@ def _print_tables(result: dict) -> None:
         for r in result["crossover"]:
             t.add_row(str(r["taps"]), str(r["measured_fft_wins_from"] or "> largest tried"), str(r["auto_uses_fft_from"] or "never"))
         console.print(t)
+    t = Table(title="hearing-loss simulator (MSBG), stereo, 44.1 kHz, one thread")
+    for col in ("listener", "filterbank", "block", "CPU us per block", "RTF (CPU)", "RTF (wall)", "latency (samples)", "latency (ms)"):
+        t.add_column(col, justify="left" if col == "listener" else "right")
+    for r in result["hearing_loss"]:
+        t.add_row(
+            r["listener"], r["severity"].lower(), str(r["block"]), f"{r['us_per_block']:.0f}", f"{r['rtf']:.3f}",
+            f"{r['wall_rtf']:.3f}", str(r["latency_samples"]), f"{r['latency_ms']:.1f}",
+        )
+    console.print(t)
+    console.print(f"load average (1 min) during the bench: {result['load_average']:.1f}")
     s = result["compressor"]
     console.print(
         f"compressor, {s['audio_seconds']:g} s at {s['fs']} Hz: numba {s['numba_s'] * 1e3:.1f} ms, "
@@ -205,11 +259,18 @@ def main(argv=None) -> int:
     p.add_argument("--crossover", action="store_true", help="also measure FirFilter's direct/FFT crossover")
     args = p.parse_args(argv)
     speed = compressor_speedup()
+    hearing_loss = hearing_loss_costs()
+    moderate = next(r for r in hearing_loss if r["listener"] == "moderate")
     result = dict(
         compressor_speedup_vs_python=speed["speedup"],
         compressor=speed,
         block_costs=block_costs(),
         latency=latencies(),
+        hearing_loss_rtf=moderate["rtf"],
+        hearing_loss_latency_samples=moderate["latency_samples"],
+        hearing_loss_latency_ms=moderate["latency_ms"],
+        hearing_loss=hearing_loss,
+        load_average=os.getloadavg()[0],
     )
     if args.crossover:
         result["crossover"] = crossover()
