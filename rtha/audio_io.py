@@ -103,12 +103,16 @@ class StreamingResampler:
         self._n_in = 0
         self._m = 0  # next output index
 
+    def released(self, n_in):
+        """How many output samples :meth:`process` has released once ``n_in`` (int or int array) input samples went in."""
+        # output m needs input up to index (m*down + delay) // up
+        return np.maximum(0, (n_in * self.up - 1 - self._delay) // self.down + 1)
+
     def process(self, x: np.ndarray) -> np.ndarray:
         """Push ``(channels, n)`` input; returns the ``(channels, m)`` float32 output now complete."""
         self._n_in += x.shape[1]
         self._buf = np.concatenate([self._buf, np.asarray(x, dtype=np.float64)], axis=1)
-        # output m needs input up to index (m*down + delay) // up
-        return self._emit((self._n_in * self.up - 1 - self._delay) // self.down + 1)
+        return self._emit(self.released(self._n_in))
 
     def flush(self) -> np.ndarray:
         """The rest of the output (the input is taken as zeros after its end)."""

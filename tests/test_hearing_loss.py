@@ -163,3 +163,110 @@ def test_bad_blocks(mixed):
     x[0, 100] = np.nan
     y = mixed.process_block(x)
     assert y.shape == (2, 3000) and np.all(np.isfinite(y)) and mixed.nonfinite_count == 1
+
+
+# -- rtha replay --simulate-loss --------------------------------------------------
+
+
+def _replay(*args) -> int:
+    from rtha.cli import main
+
+    return main(["replay", *map(str, args)])
+
+
+def _write(path, x, fs):
+    import soundfile as sf
+
+    sf.write(str(path), np.atleast_2d(x).T, fs, subtype="FLOAT")
+    return path
+
+
+def test_replay_writes_what_the_listener_hears_aided_and_unaided(tmp_path):
+    import soundfile as sf
+
+    from rtha.audio_io import AudioReader
+    from rtha.hearing_aid import hearing_aid_chain
+    from rtha.hearing_loss.listening import ListeningPath
+
+    src = _write(tmp_path / "in.wav", REFERENCE["in__moderate__speech_noise_m30dBFS"][:22050], 44100)
+    with AudioReader(src) as r:
+        x = r.read_all()
+    listener = PRESETS["mild"]
+    for unaided in (False, True):
+        out, rep = tmp_path / f"out{unaided}.wav", tmp_path / f"r{unaided}.json"
+        extra = ["--unaided"] if unaided else []
+        assert _replay(src, "--out", out, "--report", rep, "--simulate-loss", *extra, "--no-enhancer", "--listener", "mild") == 0
+        y, fs = sf.read(str(out), dtype="float32", always_2d=True)
+        assert fs == 44100 and y.shape == (x.shape[1], 2)  # as long as the input, both ears
+        report = json.loads(rep.read_text())
+        assert report["hearing_loss"]["mode"] == ("unaided" if unaided else "aided")
+        assert report["hearing_loss"]["severity"] == {"left": "MILD", "right": "MILD"}
+        # Without an enhancer the chain runs at the file's rate (here 44.1 kHz) in 4 ms blocks, inside
+        # the listening path; offline, the same path gives the same file.
+        if unaided:
+            path = ListeningPath(HearingLossSimulator(listener))
+        else:
+            path = ListeningPath(HearingLossSimulator(listener), hearing_aid_chain(listener, 44100), 44100, 176)
+        np.testing.assert_allclose(y.T, path.process(x), rtol=0, atol=1e-6)
+        assert report["algorithmic_latency_samples"] == path.latency
+        assert abs(report["measured_latency_samples"] - path.latency) <= 8
+
+
+@pytest.mark.parametrize(
+    "options, needle",
+    [
+        (["--unaided"], "--unaided needs --simulate-loss"),
+        (["--level-db-spl", "90"], "--level-db-spl needs --simulate-loss"),
+        (["--simulate-loss", "--level-db-spl", "nan"], "--level-db-spl nan"),
+        (["--simulate-loss", "--level-db-spl", "900"], "between 0 and 200"),
+        (["--simulate-loss", "--listeners", "LISTENERS", "--listener", "deaf"], "below 105 dB HL"),
+    ],
+)
+def test_bad_simulate_loss_options_are_one_line_errors_before_any_work(tmp_path, capsys, options, needle):
+    (tmp_path / "l.json").write_text(json.dumps({"deaf": {
+        "audiogram_cfs": [250, 8000], "audiogram_levels_l": [60, 110], "audiogram_levels_r": [60, 60]}}))
+    src = _write(tmp_path / "in.wav", np.zeros(4410, np.float32), 44100)
+    out = tmp_path / "out.wav"
+    options = [str(tmp_path / "l.json") if o == "LISTENERS" else o for o in options]
+    assert _replay(src, "--out", out, "--no-enhancer", *options) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("rtha: error:") and needle in err[-1], err
+    assert not out.exists()
+
+
+# -- the listening paths ------------------------------------------------------------
+
+
+def test_aided_path_at_the_chain_rate_is_partition_invariant_and_delayed_by_its_latency():
+    from rtha.hearing_aid import hearing_aid_chain
+    from rtha.hearing_loss.listening import ListeningPath
+
+    listener = PRESETS["moderate"]
+    path = ListeningPath(HearingLossSimulator(listener), hearing_aid_chain(listener, 16000), 16000, 64)
+    assert path.bridge > 0 and path.latency == sum(n for _, n in path.latencies)
+    x = _bursts(7, 1, 12000)
+    offline = path.process(x)
+    rng = np.random.default_rng(0)
+    sizes = rng.integers(1, 600, size=100)
+    np.testing.assert_allclose(_streamed(path, x, sizes), offline, rtol=0, atol=1e-6)
+    lag, _ = delay_by_gcc_phat(x[0].astype(np.float64), offline[0].astype(np.float64), 4000)
+    assert abs(lag - path.latency) <= 8
+
+
+def test_hearing_modes_switch_between_blocks_and_restart_the_path_switched_to():
+    from rtha.hearing_loss.listening import HearingModes, ListeningPath
+
+    listener = PRESETS["mild"]
+    unaided = ListeningPath(HearingLossSimulator(listener))
+    modes = HearingModes(ListeningPath(HearingLossSimulator(listener)), unaided, "unaided")
+    x = SPEECH[None, :8820]
+    first = modes.process_block(x[:, :4410])
+    assert modes.next_mode() == "bypass" and modes.mode == "unaided"  # asked for; not yet switched
+    dry = modes.process_block(x[:, 4410:])
+    assert modes.mode == "bypass" and modes.latency == 0
+    np.testing.assert_array_equal(dry, np.repeat(x[:, 4410:], 2, axis=0))
+    modes.request("unaided")
+    again = modes.process_block(x[:, :4410])  # a fresh start: the same as the first block
+    np.testing.assert_array_equal(again, first)
+    with pytest.raises(ValueError):
+        modes.request("louder")

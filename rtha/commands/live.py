@@ -37,6 +37,7 @@ from ..audio_io import clamp_block
 from ..errors import RthaError
 from .chain_options import INPUT_LIMIT, add_chain_args, chain_from_args, check_chain_args, print_notes
 from .common import output_path
+from .listening import MODE_KEY, KeyReader, add_listening_args, check_listening_args, describe_listening, listening_setup
 
 #: Rate of the chain when there is no enhancer to set it (Hz).
 FS_WITHOUT_ENHANCER = 16000
@@ -77,6 +78,7 @@ def register(subparsers) -> None:
     p.add_argument("--report", type=Path, metavar="R.json", help="write the summary as JSON")
     p.add_argument("--force", action="store_true", help="overwrite --record and --report files")
     add_chain_args(p)
+    add_listening_args(p, live=True)
     p.set_defaults(func=run)
 
 
@@ -260,11 +262,16 @@ def run(args: argparse.Namespace) -> int:
         output_format(record)
     report_path = output_path(args.report, args.force, "--report") if args.report else None
     check_chain_args(args)  # a mistyped option is reported before any device problem
+    check_listening_args(args)
     in_dev = resolve_device(sd, args.input, "input")
     out_dev = resolve_device(sd, args.output, "output")
 
     setup = chain_from_args(args, fs_without_enhancer=FS_WITHOUT_ENHANCER)
     print_notes(setup.notes)
+    paths = None
+    if args.simulate_loss:  # the stream runs at 44.1 kHz; bypass becomes one of the switched modes
+        setup, paths = listening_setup(args, setup, live=True)
+        args.bypass = False
     fs = setup.fs
     block = setup.block
     in_ch = args.input_channels
@@ -279,7 +286,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.bypass:
         from ..latency import warm_up
 
-        warm_up(chain, in_ch, block)
+        for stage in paths.values() if paths else (chain,):
+            warm_up(stage, in_ch, block)
 
     writer = None
     if record is not None:
@@ -322,9 +330,11 @@ def run(args: argparse.Namespace) -> int:
             ) from None
         panel = _Panel(engine, setup, names, args.bypass)
         sys.setswitchinterval(5e-4)
-        with stream, panel:
+        with stream, panel, KeyReader() as keys:
             ticks = 0
             while not (engine.done.wait(0.1) or stop.is_set()):
+                if paths and MODE_KEY in keys.keys():
+                    chain.next_mode()  # switched by the callback at its next block
                 if writer is not None:
                     read_pos, record_lost = _drain(engine, writer, read_pos, record_lost)
                 ticks += 1
@@ -345,6 +355,8 @@ def run(args: argparse.Namespace) -> int:
     interrupted = stop.is_set()
 
     summary = _summary(engine, setup, stream, names, block, wall, interrupted, args, record_lost)
+    if paths:
+        summary["hearing_loss"] = {**describe_listening(args, paths), "mode": chain.mode}
     _print_summary(summary)
     if report_path is not None:
         report_path.write_text(json.dumps(summary, indent=2) + "\n")
@@ -515,6 +527,9 @@ class _Panel:
             f"   [bold]algorithmic latency[/] {1e3 * latency / e.fs:.2f} ms   [bold]time[/] {e.ring_pos / e.fs:.1f} s"
         )
         mode = "BYPASS (dry)" if self.bypass else f"listener {self.setup.listener}"
+        heard = getattr(self.setup.chain, "mode", None)  # --simulate-loss
+        if heard:
+            mode += f"  heard: [bold]{heard.upper()}[/] (key '{MODE_KEY}': aided / unaided / bypass)"
         head = f"[reverse] rtha live [/] {self.names[0]} -> {self.names[1]}  {e.fs} Hz  {mode}  (Ctrl-C to stop)"
         return Text.from_markup("\n".join([head, *lines]))
 

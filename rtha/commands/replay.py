@@ -31,6 +31,7 @@ from pathlib import Path
 from ..errors import RthaError
 from .chain_options import INPUT_LIMIT, add_chain_args, chain_from_args, print_notes
 from .common import output_path, sigterm_as_interrupt
+from .listening import HEARD_PLOT, add_listening_args, check_listening_args, describe_listening, listening_setup
 
 #: Seconds of the input kept as the latency probe and for the plots.
 PROBE_S = 4.0
@@ -51,6 +52,7 @@ def register(subparsers) -> None:
     p.add_argument("--plots", type=Path, metavar="DIR", help="write a compute-time histogram and spectrograms (needs matplotlib)")
     p.add_argument("--force", action="store_true", help="overwrite --out, --report and plot files")
     add_chain_args(p)
+    add_listening_args(p)
     p.set_defaults(func=run)
 
 
@@ -66,8 +68,9 @@ def _run(args: argparse.Namespace) -> int:
     if out is not None:
         output_format(out)  # an extension libsndfile cannot write fails now, not after the model loads
     report_path = output_path(args.report, args.force, "--report") if args.report else None
+    check_listening_args(args)
     if args.plots:
-        _check_plots(args.plots, args.force)
+        _check_plots(args.plots, args.force, args.simulate_loss)
     if args.input is None:
         from ..example import example_path
 
@@ -80,6 +83,9 @@ def _run(args: argparse.Namespace) -> int:
         fs_file = probe_file.fs_file
     setup = chain_from_args(args, fs_without_enhancer=fs_file)
     print_notes(setup.notes)
+    paths = None
+    if args.simulate_loss:  # the file is read at 44.1 kHz; the chain keeps its rate inside
+        setup, paths = listening_setup(args, setup)
     block = setup.block
 
     with AudioReader(args.input, fs=setup.fs, limit=INPUT_LIMIT) as reader:
@@ -91,6 +97,8 @@ def _run(args: argparse.Namespace) -> int:
             if writer is not None:
                 writer.close()
         report = build_report(args, setup, reader, block, result)
+        if paths is not None:
+            report["hearing_loss"] = describe_listening(args, paths)
 
     if report["nonfinite_samples"]:
         print(
@@ -114,6 +122,10 @@ def _run(args: argparse.Namespace) -> int:
         print("rtha: pass --out OUT.wav to save the processed audio", file=sys.stderr)
     if args.plots and not result.interrupted:
         write_plots(args.plots, result, setup.fs, block)
+        if paths is not None:
+            from .listening import write_heard_plot
+
+            write_heard_plot(args.plots, paths, result.head_in, PLOT_S)
     return 130 if result.interrupted else 0
 
 
@@ -245,6 +257,13 @@ def print_report(r: dict) -> None:
            if r["model"] else "none (--no-enhancer)")
     t.add_row("enhancer", enh)
     t.add_row("listener / NAL-R", f"{r['listener']} / {r['nalr_phase']} phase")
+    if "hearing_loss" in r:
+        h = r["hearing_loss"]
+        t.add_row(
+            "heard (MSBG)",
+            f"{h['mode']}, {h['severity']['left'].lower()} / {h['severity']['right'].lower()} loss, "
+            f"RMS 1 = {h['level_db_spl']:g} dB SPL, at {r['fs']} Hz",
+        )
     t.add_row("block", f"{r['block']} samples = {r['block_ms']:.3f} ms at {r['fs']} Hz")
     stages = ", ".join(f"{s['stage']} {s['samples']}" for s in r["stage_latencies"])
     t.add_row(
@@ -278,7 +297,7 @@ def print_report(r: dict) -> None:
     Console().print(t)
 
 
-def _check_plots(folder: Path, force: bool) -> None:
+def _check_plots(folder: Path, force: bool, simulate_loss: bool = False) -> None:
     try:
         import matplotlib  # noqa: F401
     except ImportError:
@@ -286,7 +305,7 @@ def _check_plots(folder: Path, force: bool) -> None:
     if folder.exists() and not folder.is_dir():
         raise RthaError(f"--plots {folder}: exists and is not a folder")
     if folder.is_dir():
-        for name in PLOT_FILES:
+        for name in PLOT_FILES + ((HEARD_PLOT,) if simulate_loss else ()):
             output_path(folder / name, force)
     elif not folder.parent.exists():
         raise RthaError(f"--plots {folder}: folder {folder.parent} does not exist")
