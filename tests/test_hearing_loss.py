@@ -270,3 +270,96 @@ def test_hearing_modes_switch_between_blocks_and_restart_the_path_switched_to():
     np.testing.assert_array_equal(again, first)
     with pytest.raises(ValueError):
         modes.request("louder")
+
+
+# -- rtha live --simulate-loss over JACK --------------------------------------------
+
+JACK_44K = "rtha-test-44k"
+
+
+@pytest.fixture(scope="module")
+def jack_44k():
+    """A JACK server of its own at 44.1 kHz (the stream's rate with --simulate-loss), dummy + loopback, synchronous."""
+    import os
+    import shutil
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    env = dict(JACK_DEFAULT_SERVER=JACK_44K, JACK_NO_START_SERVER="1", JACK_NO_AUDIO_RESERVATION="1",
+               AUDIO_STATE_DIR=os.environ.get("AUDIO_STATE_DIR", "/tmp/rtha-audio"))
+    if shutil.which("bash") is None:
+        pytest.skip("JACK tests need bash to run tools/setup_audio.sh")
+    script = ["bash", str(root / "tools" / "setup_audio.sh"), "start", "--rate", "44100", "--period", "2048", "--sync"]
+    try:
+        r = subprocess.run(script, env={**os.environ, **env}, capture_output=True, text=True, timeout=900)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        pytest.skip(f"JACK could not be started with tools/setup_audio.sh: {e}")
+    if r.returncode != 0:
+        pytest.skip(f"JACK could not be started with tools/setup_audio.sh: {r.stderr.strip().splitlines()[-1:]}")
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)  # the harness client and rtha live find this server
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        subprocess.run(script[:2] + ["stop"], env={**os.environ, **env}, capture_output=True, timeout=60)
+
+
+def test_live_simulate_loss_equals_the_offline_chain_and_simulator(tmp_path, jack_44k):
+    import subprocess
+    import sys
+
+    import soundfile as sf
+    import test_live  # the JACK harness of the live tests
+
+    from rtha.cli import build_parser
+    from rtha.commands.chain_options import chain_from_args
+    from rtha.commands.listening import listening_setup
+
+    seconds = 2.0
+    signal = test_live.test_signal(seconds, fs=44100)
+    record, report = tmp_path / "rec.wav", tmp_path / "live.json"
+    argv = ["live", "--input", "system", "--output", "system", "--simulate-loss", "--no-enhancer", "--listener", "moderate"]
+    cmd = [sys.executable, "-m", "rtha", *argv, "--duration", str(seconds + 2), "--record", str(record), "--report", str(report)]
+    harness = test_live.Harness(signal, seconds + test_live.Harness.PREROLL_S + 0.5)
+    with harness.client:
+        period = harness.client.blocksize
+        assert harness.fs == 44100
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            harness.wire(proc)
+            finished = harness.done.wait(seconds + 60)
+            out, err = proc.communicate(timeout=seconds + 120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    assert proc.returncode == 0, err
+    assert finished, "the harness did not capture the whole signal"
+    rec, fs = sf.read(str(record), dtype="float32", always_2d=True)
+    s = json.loads(report.read_text())
+    assert fs == 44100 and s["fs"] == 44100 and s["hearing_loss"]["mode"] == "aided"
+    rec_in, rec_out = rec[:, 0], rec[:, 1:].T
+    # the stream's input is the harness's signal, bit for bit
+    a = test_live.offset_of(signal, rec_in)
+    assert np.array_equal(rec_in[a : a + signal.size], signal)
+    # what the stream played = the offline listening path (chain at 16 kHz, then MSBG) over that input
+    setup, _ = listening_setup(build_parser().parse_args(argv), chain_from_args(build_parser().parse_args(argv), 16000), live=True)
+    offline = setup.chain.process(rec_in[None, :])
+    assert np.max(np.abs(rec_out - offline)) <= 1e-5
+    # and reached the harness after JACK's lag (one period + one stream block)
+    b = test_live.offset_of(harness.rec[0], rec_out[0])
+    j0 = max(0, -b)
+    m = min(harness.rec.shape[1] - j0, offline.shape[1] - (j0 + b))
+    assert m >= signal.size
+    assert np.max(np.abs(harness.rec[:, j0 : j0 + m] - offline[:, j0 + b : j0 + b + m])) <= 1e-5
+    jack_lag = (a - harness.preroll) - b
+    assert jack_lag == period + s["block"]
+    # the loop's delay is the declared latency plus JACK's lag (GCC-PHAT, within 0.2 ms)
+    assert s["algorithmic_latency_samples"] == setup.chain.latency
+    loop, _ = delay_by_gcc_phat(signal.astype(np.float64), harness.rec[0, harness.preroll :].astype(np.float64), 8000)
+    assert abs(loop - (setup.chain.latency + jack_lag)) <= 8
