@@ -13,6 +13,7 @@ from rtha.dsp import DspParameterError
 from rtha.hearing_loss import HearingLossSimulator, expansion_ratios, severity
 from rtha.latency import delay_by_gcc_phat
 from rtha.stage import BlockDtypeError, BlockShapeError
+from test_block_invariance import _streamed
 
 DATA = Path(__file__).parent / "data"
 REFERENCE = np.load(DATA / "msbg.npz")
@@ -60,19 +61,6 @@ def _bursts(seed: int, channels: int, n: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     env = np.repeat(rng.choice([0.0, 0.003, 0.03, 0.3, 1.5], size=(channels, n // 300 + 1)), 300, axis=1)[:, :n]
     return (env * rng.standard_normal((channels, n))).astype(np.float32)
-
-
-def _streamed(stage, x, sizes):
-    stage.reset()
-    out, start = [], 0
-    for size in sizes:
-        if start >= x.shape[1]:
-            break
-        out.append(stage.process_block(x[:, start : start + size]))
-        start += size
-    if start < x.shape[1]:
-        out.append(stage.process_block(x[:, start:]))
-    return np.concatenate(out, axis=1)
 
 
 SIZES = st.one_of(st.sampled_from([1, 1, 2, 3, 31, 63, 64, 65, 127, 176, 441, 1021]), st.integers(1, 2500))
@@ -296,70 +284,41 @@ def jack_44k():
         pytest.skip(f"JACK could not be started with tools/setup_audio.sh: {e}")
     if r.returncode != 0:
         pytest.skip(f"JACK could not be started with tools/setup_audio.sh: {r.stderr.strip().splitlines()[-1:]}")
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)  # the harness client and rtha live find this server
     try:
-        yield
+        with pytest.MonkeyPatch.context() as mp:
+            for k, v in env.items():
+                mp.setenv(k, v)  # the harness client and rtha live find this server
+            yield
     finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
         subprocess.run(script[:2] + ["stop"], env={**os.environ, **env}, capture_output=True, timeout=60)
 
 
 def test_live_simulate_loss_equals_the_offline_chain_and_simulator(tmp_path, jack_44k):
-    import subprocess
-    import sys
+    import test_live  # the JACK harness and runner of the live tests
 
-    import soundfile as sf
-    import test_live  # the JACK harness of the live tests
-
-    from rtha.cli import build_parser
     from rtha.commands.chain_options import chain_from_args
     from rtha.commands.listening import listening_setup
 
-    seconds = 2.0
-    signal = test_live.test_signal(seconds, fs=44100)
-    record, report = tmp_path / "rec.wav", tmp_path / "live.json"
-    argv = ["live", "--input", "system", "--output", "system", "--simulate-loss", "--no-enhancer", "--listener", "moderate"]
-    cmd = [sys.executable, "-m", "rtha", *argv, "--duration", str(seconds + 2), "--record", str(record), "--report", str(report)]
-    harness = test_live.Harness(signal, seconds + test_live.Harness.PREROLL_S + 0.5)
-    with harness.client:
-        period = harness.client.blocksize
-        assert harness.fs == 44100
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
-            harness.wire(proc)
-            finished = harness.done.wait(seconds + 60)
-            out, err = proc.communicate(timeout=seconds + 120)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
-    assert proc.returncode == 0, err
-    assert finished, "the harness did not capture the whole signal"
-    rec, fs = sf.read(str(record), dtype="float32", always_2d=True)
-    s = json.loads(report.read_text())
-    assert fs == 44100 and s["fs"] == 44100 and s["hearing_loss"]["mode"] == "aided"
-    rec_in, rec_out = rec[:, 0], rec[:, 1:].T
+    # The live tests' 16 kHz test signal, played at 44.1 kHz: only its samples matter here.
+    r = test_live.run_live(tmp_path, ["--simulate-loss", "--no-enhancer", "--listener", "moderate"])
+    s, signal, cap, rec_in, rec_out = r["summary"], r["signal"], r["capture"], r["rec_in"], r["rec_out"]
+    assert r["fs"] == 44100 and s["fs"] == 44100 and s["hearing_loss"]["mode"] == "aided"
     # the stream's input is the harness's signal, bit for bit
     a = test_live.offset_of(signal, rec_in)
     assert np.array_equal(rec_in[a : a + signal.size], signal)
     # what the stream played = the offline listening path (chain at 16 kHz, then MSBG) over that input
-    setup, _ = listening_setup(build_parser().parse_args(argv), chain_from_args(build_parser().parse_args(argv), 16000), live=True)
+    setup, _ = listening_setup(r["args"], chain_from_args(r["args"], 16000), live=True)
     offline = setup.chain.process(rec_in[None, :])
     assert np.max(np.abs(rec_out - offline)) <= 1e-5
     # and reached the harness after JACK's lag (one period + one stream block)
-    b = test_live.offset_of(harness.rec[0], rec_out[0])
+    b = test_live.offset_of(cap[0], rec_out[0])
     j0 = max(0, -b)
-    m = min(harness.rec.shape[1] - j0, offline.shape[1] - (j0 + b))
+    m = min(cap.shape[1] - j0, offline.shape[1] - (j0 + b))
     assert m >= signal.size
-    assert np.max(np.abs(harness.rec[:, j0 : j0 + m] - offline[:, j0 + b : j0 + b + m])) <= 1e-5
-    jack_lag = (a - harness.preroll) - b
-    assert jack_lag == period + s["block"]
+    assert np.max(np.abs(cap[:, j0 : j0 + m] - offline[:, j0 + b : j0 + b + m])) <= 1e-5
+    jack_lag = (a - r["preroll"]) - b
+    assert jack_lag == r["period"] + s["block"]
     # the loop's delay is the declared latency plus JACK's lag (GCC-PHAT, within 0.2 ms)
     assert s["algorithmic_latency_samples"] == setup.chain.latency
-    loop, _ = delay_by_gcc_phat(signal.astype(np.float64), harness.rec[0, harness.preroll :].astype(np.float64), 8000)
+    loop, _ = delay_by_gcc_phat(signal.astype(np.float64), cap[0, r["preroll"] :].astype(np.float64), 8000)
     assert abs(loop - (setup.chain.latency + jack_lag)) <= 8

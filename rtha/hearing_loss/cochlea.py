@@ -41,6 +41,8 @@ inner), in float64.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit
 from scipy import signal
@@ -63,6 +65,8 @@ _LN2_LO = 1.90821492927058770002e-10
 _ROUND = 6755399441055744.0  # 1.5 * 2**52: adding and subtracting it rounds to an integer
 _MANTISSA = 0x000FFFFFFFFFFFFF
 _EXP_ONE = 0x3FF0000000000000
+_ATANH = tuple(1.0 / k for k in (15, 13, 11, 9, 7, 5, 3, 1))  # (atanh s) / s in s**2, highest power first
+_EXP = tuple(1.0 / math.factorial(k) for k in range(13, -1, -1))  # Taylor coefficients of exp, highest first
 
 
 @njit(cache=True, error_model="numpy", fastmath={"contract"})
@@ -88,32 +92,16 @@ def _pow_inplace(u, a, bits, scratch):
         m = m * (1.0 - 0.5 * big)
         s = (m - 1.0) / (m + 1.0)
         s2 = s * s
-        p = 1.0 / 15.0
-        p = p * s2 + 1.0 / 13.0
-        p = p * s2 + 1.0 / 11.0
-        p = p * s2 + 1.0 / 9.0
-        p = p * s2 + 1.0 / 7.0
-        p = p * s2 + 1.0 / 5.0
-        p = p * s2 + 1.0 / 3.0
-        p = p * s2 + 1.0
+        p = 0.0
+        for c in _ATANH:
+            p = p * s2 + c
         y = a * (2.0 * s * p + (scratch[i] + big) * _LN2)
         y = min(max(y, -700.0), 700.0)
         k = (y * 1.4426950408889634 + _ROUND) - _ROUND
         r = (y - k * _LN2_HI) - k * _LN2_LO
-        q = 1.0 / 6227020800.0
-        q = q * r + 1.0 / 479001600.0
-        q = q * r + 1.0 / 39916800.0
-        q = q * r + 1.0 / 3628800.0
-        q = q * r + 1.0 / 362880.0
-        q = q * r + 1.0 / 40320.0
-        q = q * r + 1.0 / 5040.0
-        q = q * r + 1.0 / 720.0
-        q = q * r + 1.0 / 120.0
-        q = q * r + 1.0 / 24.0
-        q = q * r + 1.0 / 6.0
-        q = q * r + 0.5
-        q = q * r + 1.0
-        q = q * r + 1.0
+        q = 0.0
+        for c in _EXP:
+            q = q * r + c
         u[i] = q
         scratch[i] = k
     for i in range(n):
