@@ -322,3 +322,47 @@ def test_live_simulate_loss_equals_the_offline_chain_and_simulator(tmp_path, jac
     assert s["algorithmic_latency_samples"] == setup.chain.latency
     loop, _ = delay_by_gcc_phat(signal.astype(np.float64), cap[0, r["preroll"] :].astype(np.float64), 8000)
     assert abs(loop - (setup.chain.latency + jack_lag)) <= 8
+
+
+def test_live_key_m_switches_the_mode_and_the_panel_shows_it(tmp_path, jack_44k):
+    # rtha live in a pseudo-terminal (its panel and keys are on only there): 'm' twice, aided -> unaided -> bypass
+    import os
+    import pty
+    import select
+    import sys
+    import time
+
+    report = tmp_path / "live.json"
+    argv = [sys.executable, "-m", "rtha", "live", "--input", "system", "--output", "system", "--simulate-loss",
+            "--no-enhancer", "--listener", "mild", "--duration", "60", "--report", str(report)]
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: rtha live on the terminal
+        os.execv(sys.executable, argv)
+    screen, sent, deadline = b"", 0, time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline:
+            if select.select([fd], [], [], 0.2)[0]:
+                try:
+                    chunk = os.read(fd, 65536)
+                except OSError:
+                    break  # the child closed the terminal
+                if not chunk:
+                    break
+                screen += chunk
+            shown = screen.decode(errors="ignore")
+            if sent == 0 and "AIDED" in shown:
+                os.write(fd, b"m")
+                sent = 1
+            elif sent == 1 and "UNAIDED" in shown:
+                os.write(fd, b"m")
+                sent = 2
+            elif sent == 2 and "BYPASS" in shown.split("UNAIDED")[-1]:
+                os.write(fd, b"\x03")  # Ctrl-C: stop with a summary
+                sent = 3
+    finally:
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+    assert sent == 3, screen.decode(errors="ignore")[-3000:]
+    assert os.waitstatus_to_exitcode(status) == 0
+    summary = json.loads(report.read_text())
+    assert summary["hearing_loss"]["mode"] == "bypass" and summary["algorithmic_latency_samples"] == 0

@@ -330,7 +330,7 @@ def run(args: argparse.Namespace) -> int:
             ) from None
         panel = _Panel(engine, setup, names, args.bypass)
         sys.setswitchinterval(5e-4)
-        with stream, panel, KeyReader() as keys:
+        with KeyReader() as keys, stream, panel:
             ticks = 0
             while not (engine.done.wait(0.1) or stop.is_set()):
                 if paths and MODE_KEY in keys.keys():
