@@ -115,6 +115,9 @@ def test_make_scenes_cli(corpus, tmp_path):
 def test_reader_errors_name_what_is_wrong(scenes, tmp_path):
     with pytest.raises(RthaError, match="does not exist"):
         ClarityDataset(tmp_path / "nowhere", "train")
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(RthaError, match="is a file"):
+        ClarityDataset(tmp_path / "a_file", "train")
     with pytest.raises(RthaError, match=r"no split 'eval'.*splits found: dev, test, train"):
         ClarityDataset(scenes, "eval")
     data = ClarityDataset(scenes, "dev")

@@ -42,6 +42,8 @@ class ClarityDataset:
     def __init__(self, root, split: str):
         self.root = Path(root)
         self.split = split
+        if self.root.exists() and not self.root.is_dir():
+            raise RthaError(f"Clarity data folder {self.root} is a file; expected a folder with metadata/ and scenes")
         if not self.root.is_dir():
             raise RthaError(f"Clarity data folder {self.root} does not exist")
         meta = self.root / "metadata"
