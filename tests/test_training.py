@@ -298,7 +298,7 @@ def test_timed_run_trains_for_its_budget_then_validates_and_resumes(corpus, scen
     more = tmp_path / "more"
     assert timed_main([str(cfg), "--minutes", "0.04", "--out", str(more), "--resume", str(out), "--json"]) == 0
     r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert r["steps"] == s["steps"] + r["new_steps"] and r["new_steps"] > 0  # the budget is summed over resumes
+    assert r["steps"] == s["steps"] + r["new_steps"] and r["new_steps"] > 0  # M more minutes from the resumed state
 
 
 def test_study_reads_curves_and_times_the_streaming_model(corpus, scenes, tmp_path, capsys):

@@ -10,7 +10,7 @@ scenes as everywhere else), and trains as far as it can in ``--minutes`` of
 training time. On CUDA it uses bfloat16 autocast, ``--batch`` examples per step
 (default 64) and one mixing process per spare CPU core; on CPU the config as it
 is. ``--resume DIR`` continues the run whose ``state.pt`` (and ``log.csv``) is
-in DIR, e.g. the state committed under ``models/state/``. It ends with a
+in DIR, e.g. the state committed under ``models/state/``, for ``--minutes`` more. It ends with a
 validation and writes ``last.pt``, ``best.pt``, ``state.pt``, ``log.csv`` to
 ``--out`` and prints::
 
@@ -83,8 +83,8 @@ def run(config: Path, minutes: float, out: Path, resume: Path | None = None, cor
         cfg.train.batch_size = batch
         cfg.train.amp = "bf16"
         cfg.data.num_workers = max(1, cores - 1)
-    trainer = Trainer(cfg, resume=resume is not None, force=True, progress=sys.stderr.isatty(),
-                      max_seconds=minutes * 60, clock="wall")
+    trainer = Trainer(cfg, resume=resume is not None, force=True, progress=sys.stderr.isatty(), clock="wall")
+    trainer.max_seconds = trainer.elapsed + minutes * 60  # M more minutes, whatever the resumed run had spent
     first = trainer.global_step
     t0 = time.perf_counter()
     trainer.fit()
