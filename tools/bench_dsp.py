@@ -234,8 +234,8 @@ def _print_tables(result: dict) -> None:
         for r in result["crossover"]:
             t.add_row(str(r["taps"]), str(r["measured_fft_wins_from"] or "> largest tried"), str(r["auto_uses_fft_from"] or "never"))
         console.print(t)
-    t = Table(title="hearing-loss simulator (MSBG), stereo, 44.1 kHz, one thread")
-    for col in ("listener", "filterbank", "block", "CPU us per block", "RTF (CPU)", "RTF (wall)", "latency (samples)", "latency (ms)"):
+    t = Table(title="hearing-loss simulator (MSBG), stereo, 44.1 kHz, one thread: CPU time per block, RTF (CPU, wall), latency")
+    for col in ("listener", "bank", "block", "CPU us", "RTF", "wall RTF", "latency", "ms"):
         t.add_column(col, justify="left" if col == "listener" else "right")
     for r in result["hearing_loss"]:
         t.add_row(
