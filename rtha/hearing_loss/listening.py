@@ -4,8 +4,9 @@
   rate] -> :class:`~.simulator.HearingLossSimulator` -> 44.1 kHz out, both ears.
   Without a chain it is the unaided ear (microphone -> hearing loss).
   With one, the input is resampled to the chain's rate (when it is not
-  44.1 kHz), run in the chain's own block size, and resampled back (:class:`~rtha.audio_io.StreamingResampler`,
-  zero-phase polyphase filters, so resampling adds no delay). Blocks at the two
+  44.1 kHz), run in the chain's own block size, and resampled back
+  (:class:`~rtha.audio_io.StreamingResampler`, zero-phase polyphase
+  filters, so resampling adds no delay). Blocks at the two
   rates do not line up, so the output waits in a short queue: a fixed delay
   ``bridge`` (samples at 44.1 kHz), the most the chain side can lag behind
   over any block sizes. Any partition of the input gives the same output.
@@ -56,13 +57,10 @@ class ListeningPath(Stage):
         self.simulator = simulator
         self.chain = chain
         self.fs = FS
-        if chain is None:
-            self.bridge = 0
-            self._chain_latency = 0
-        else:
+        self.bridge = 0
+        if chain is not None:
             self.chain_fs, self.chain_block = int(chain_fs), int(chain_block)
             self.bridge = bridge_delay(self.chain_fs, self.chain_block)
-            self._chain_latency = round(chain.latency * FS / self.chain_fs)
         super().__init__()
 
     @property
