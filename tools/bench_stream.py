@@ -1,18 +1,27 @@
 #!/usr/bin/env python
 """Benchmark the streaming enhancer against the offline model and a naive recompute.
 
-For each model (default, tiny), thread count (1, 2) and block length (2, 4, 8,
-16 ms) it streams a few seconds of audio one block at a time and reports the
-per-block compute time (mean / p50 / p99 / max, ms), the real-time factor
-(compute / audio time), and from the same run the offline model's cost per
-second of audio and a naive sliding-window recompute (the offline model over
-its receptive field for every block), plus the largest difference between the
-stream and the offline output.  Uses ``models/<name>.pt`` when present, else a
-randomly initialised model of the same preset (the cost is the same).
+For each model (default, tiny, lean, lean_wide), thread count (1, 2) and block
+length (2, 4, 8, 16 ms) it streams a few seconds of audio one block at a time
+and reports the per-block compute time (mean / p50 / p99 / max, ms), the
+real-time factor (compute / audio time), and from the same run the offline
+model's cost per second of audio and a naive sliding-window recompute (the
+offline model over its receptive field for every block), plus the largest
+difference between the stream and the offline output.  A model is
+``models/<name>.pt`` when that file exists (whatever preset it holds: the row
+keeps the name), else a randomly initialised model of the preset ``<name>``
+(the cost is the same).
+
+``--isa native,avx2`` runs the benchmark once per instruction set, each in a
+fresh process, model by model in turn: ``avx2`` restricts numba (LLVM target
+haswell without AVX-512 features), OpenBLAS (Haswell kernels), ATen, MKL and
+oneDNN to AVX2, as on an AMD EPYC without AVX-512; the rows' ``isa`` and
+``kernels`` fields say what each library then ran.
 
     python tools/bench_stream.py            # table
     python tools/bench_stream.py --json     # JSON list of rows
     python tools/bench_stream.py --quick    # shorter signals, fewer naive blocks
+    python tools/bench_stream.py --isa native,avx2 --threads 1 --blocks-ms 4   # AVX-512 and AVX2 side by side
     python tools/bench_stream.py --soak     # 1 hour streamed: memory and cLN drift
     python tools/bench_stream.py --level-step  # stale cLN after 10 min, exact vs horizon
 
@@ -27,7 +36,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import resource
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -45,11 +56,53 @@ from rtha.enhance import (  # noqa: E402
     default_model_path,
     load_checkpoint,
 )
+from rtha.enhance.config import PRESETS  # noqa: E402
 from rtha.enhance.streaming import set_threads  # noqa: E402
+
+#: Environment that restricts every library on the path to AVX2, so that an AVX-512 machine runs the
+#: kernels an AMD EPYC without AVX-512 would (NUMBA_CPU_NAME alone keeps the host's AVX-512 features).
+ISA_ENV = {
+    "native": {},
+    "avx2": {
+        "NUMBA_CPU_NAME": "haswell",
+        "NUMBA_CPU_FEATURES": "",
+        "OPENBLAS_CORETYPE": "Haswell",
+        "ATEN_CPU_CAPABILITY": "avx2",
+        "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+        "ONEDNN_MAX_CPU_ISA": "AVX2",
+    },
+}
+
+
+def kernels_in_use() -> str:
+    """What this process runs: numba's LLVM target (AVX-512 or not), ATen's capability, OpenBLAS's core."""
+    import ctypes
+
+    import llvmlite.binding as ll
+    import scipy.linalg  # noqa: F401  (loads OpenBLAS)
+    from numba.core import config
+
+    features = config.CPU_FEATURES if config.CPU_FEATURES is not None else ll.get_host_cpu_features().flatten()
+    numba = f"{config.CPU_NAME or ll.get_host_cpu_name()}{'+avx512' if '+avx512f' in features else ''}"
+    blas = "?"
+    with open("/proc/self/maps") as maps:
+        libs = {line.split()[-1] for line in maps if "openblas" in line.lower() and line.rstrip().endswith(".so")}
+    for lib in sorted(libs):
+        handle = ctypes.CDLL(lib)
+        for fn in ("scipy_openblas_get_corename", "openblas_get_corename"):
+            if hasattr(handle, fn):
+                getattr(handle, fn).restype = ctypes.c_char_p
+                blas = getattr(handle, fn)().decode()
+    return f"numba {numba}, aten {torch.backends.cpu.get_cpu_capability()}, openblas {blas}"
+
+
+def preset_of(cfg: ConvTasNetConfig) -> str:
+    """The preset a config equals, else "custom"."""
+    return next((name for name, p in PRESETS.items() if ConvTasNetConfig(**p) == cfg), "custom")
 
 
 def get_model(name: str) -> tuple[ConvTasNet, str]:
-    """The shipped model if there is one, else a seeded random model of that preset."""
+    """``models/<name>.pt`` if it exists (whatever its preset), else a seeded random model of preset ``name``."""
     path = default_model_path(name)
     if path.is_file():
         return load_checkpoint(path)[0], "trained"
@@ -115,9 +168,10 @@ def time_stream(enh: StreamingEnhancer, x: np.ndarray, block: int) -> tuple[np.n
     return times, out
 
 
-def bench(models, threads_list, blocks_ms, seconds, naive_blocks, offline_repeats, backends=("auto",)) -> list[dict]:
+def bench(models, threads_list, blocks_ms, seconds, naive_blocks, offline_repeats, backends=("auto",), isa="native"):
     """One row per model, threads, engine and block length; times are wall clock, ``*_cpu`` process CPU."""
     rows = []
+    kernels = kernels_in_use()
     for name in models:
         model, weights = get_model(name)
         fs = model.cfg.sample_rate
@@ -137,6 +191,9 @@ def bench(models, threads_list, blocks_ms, seconds, naive_blocks, offline_repeat
                 wall, cpu = times[:, 0] * 1e3, times[:, 1] * 1e3
                 row = {
                     "model": name,
+                    "isa": isa,
+                    "kernels": kernels,
+                    "preset": preset_of(model.cfg),
                     "weights": weights,
                     "threads": threads,
                     "block_ms": block_ms,
@@ -163,7 +220,7 @@ def bench(models, threads_list, blocks_ms, seconds, naive_blocks, offline_repeat
                 }
                 rows.append({k: v.item() if isinstance(v, np.generic) else v for k, v in row.items()})
                 print(
-                    f"{name} threads={threads} {enh.backend} {block_ms} ms: RTF {rtf[0]:.3f} (cpu {rtf[1]:.3f}) "
+                    f"{name} [{isa}] threads={threads} {enh.backend} {block_ms} ms: RTF {rtf[0]:.3f} (cpu {rtf[1]:.3f}) "
                     f"p99 {row['p99_ms']:.2f} ms, offline {offline_rtf[0]:.3f} (cpu {offline_rtf[1]:.3f}), "
                     f"naive {naive_rtf[0]:.2f} (cpu {naive_rtf[1]:.2f})",
                     file=sys.stderr,
@@ -286,7 +343,8 @@ def print_table(rows: list[dict]) -> None:
 
     table = Table(title="Streaming enhancer, 1 channel: per-block time (ms, wall unless cpu) and real-time factors")
     cols = [
-        ("model", "model", "{}"), ("weights", "weights", "{}"), ("backend", "engine", "{}"), ("threads", "thr", "{}"),
+        ("model", "model", "{}"), ("preset", "preset", "{}"), ("weights", "weights", "{}"), ("isa", "isa", "{}"),
+        ("backend", "engine", "{}"), ("threads", "thr", "{}"),
         ("block_ms", "block ms", "{:g}"), ("latency_samples", "latency", "{}"), ("rtf", "RTF", "{:.3f}"),
         ("rtf_cpu", "RTF cpu", "{:.3f}"), ("p50_ms", "p50", "{:.3f}"), ("p99_ms", "p99", "{:.3f}"),
         ("p99_cpu_ms", "p99 cpu", "{:.3f}"), ("max_ms", "max", "{:.2f}"), ("offline_rtf", "offline", "{:.3f}"),
@@ -301,15 +359,32 @@ def print_table(rows: list[dict]) -> None:
         table.add_row(*[fmt.format(r[key]) for key, _, fmt in cols])
     console = Console()
     if not console.is_terminal:
-        console = Console(width=220)
+        console = Console(width=240)
     console.print(table)
+    for isa, kernels in dict((r["isa"], r["kernels"]) for r in rows).items():
+        console.print(f"{isa}: {kernels}")
+
+
+def bench_isas(isas: list[str], models: list[str], child_args: list[str]) -> list[dict]:
+    """The benchmark once per instruction set (:data:`ISA_ENV`), each in a fresh process, model by model in turn."""
+    rows = []
+    for name in models:
+        for isa in isas:
+            env = {**os.environ, **ISA_ENV[isa]}
+            cmd = [sys.executable, __file__, "--json", "--models", name, "--as-isa", isa, *child_args]
+            rows += json.loads(subprocess.run(cmd, env=env, check=True, stdout=subprocess.PIPE, text=True).stdout)
+    return rows
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--json", action="store_true", help="print a JSON list of rows instead of a table")
     p.add_argument("--quick", action="store_true", help="1 s signals, 4 naive blocks, 1 offline pass")
-    p.add_argument("--models", default="default,tiny", help="presets/shipped models (default: default,tiny)")
+    p.add_argument("--models", default="default,tiny,lean,lean_wide",
+                   help="shipped models or presets (default: default,tiny,lean,lean_wide)")
+    p.add_argument("--isa", help=f"instruction sets to run side by side, each in a fresh process: {', '.join(ISA_ENV)}"
+                   " (default: this process as it is)")
+    p.add_argument("--as-isa", default="native", help=argparse.SUPPRESS)  # the label a --isa child gives its rows
     p.add_argument("--threads", default="1,2", help="thread counts (default: 1,2)")
     p.add_argument("--blocks-ms", default="2,4,8,16", help="block lengths in ms (default: 2,4,8,16)")
     p.add_argument("--backends", default="auto", help="streaming engines: auto (numba on CPU), numba, torch")
@@ -321,6 +396,9 @@ def main(argv=None) -> int:
     p.add_argument("--quiet-minutes", type=float, default=10.0)
     p.add_argument("--horizon-s", type=float, default=10.0, help="cln_horizon_s compared in --level-step")
     args = p.parse_args(argv)
+    isas = [i for i in (args.isa or "").split(",") if i]
+    if any(i not in ISA_ENV for i in isas):
+        p.error(f"--isa {args.isa}: expected a comma-separated list of {', '.join(ISA_ENV)}")
     models = [m for m in args.models.split(",") if m]
     threads = [int(t) for t in args.threads.split(",")]
     if args.soak or args.level_step:
@@ -334,7 +412,12 @@ def main(argv=None) -> int:
         return 0
     seconds, naive_blocks, repeats = (1.0, 4, 1) if args.quick else (args.seconds, args.naive_blocks, 2)
     blocks = [int(b) if float(b).is_integer() else float(b) for b in args.blocks_ms.split(",")]
-    rows = bench(models, threads, blocks, seconds, naive_blocks, repeats, args.backends.split(","))
+    if isas:
+        child_args = ["--threads", args.threads, "--blocks-ms", args.blocks_ms, "--backends", args.backends,
+                      "--seconds", str(args.seconds), "--naive-blocks", str(args.naive_blocks)] + ["--quick"] * args.quick
+        rows = bench_isas(isas, models, child_args)
+    else:
+        rows = bench(models, threads, blocks, seconds, naive_blocks, repeats, args.backends.split(","), args.as_isa)
     if args.json:
         print(json.dumps(rows, indent=1))
     else:

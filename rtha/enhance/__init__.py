@@ -1,4 +1,9 @@
-"""The causal Conv-TasNet enhancer: config, model, checkpoints, streaming engine.
+"""The causal Conv-TasNet enhancer: config, model, checkpoints, streaming enhancer.
+
+``config`` (hyperparameters), ``model`` (the offline network, for training),
+``checkpoint`` (model files), ``streaming`` (:class:`StreamingEnhancer`, the
+Stage), ``engines`` (its numba and torch engines and the weight export) and
+``kernels`` (the streaming step, written once, and its numba kernels).
 
 Torch is imported only when a model or the streaming engine is used, so
 ``from rtha.enhance import ConvTasNetConfig`` stays light.
