@@ -111,7 +111,10 @@ def summarise(runs: list[Path], budget_min: float | None, rtf: bool) -> list[dic
 
 
 def plot(rows: list[dict], path: Path, title: str) -> None:
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        raise RthaError("--plot needs matplotlib: pip install -e '.[plots]'") from None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
