@@ -1,8 +1,5 @@
-"""Latency and timing numbers: per-block compute statistics and measured delay.
+"""Latency numbers: declared and measured delay (per-block compute time: :mod:`rtha.timing`).
 
-* :class:`BlockTimings` collects the compute time of each block and summarises
-  it against the block's duration (the deadline of a real-time stream): mean,
-  p50/p95/p99/max in ms, deadline misses, real-time factor.
 * :func:`algorithmic_latency` lists each stage's declared delay.
 * :func:`measure_latency` finds the delay a chain really applies, by running a
   probe signal through it and locating the peak of the phase-transform weighted
@@ -13,60 +10,7 @@
 
 from __future__ import annotations
 
-from array import array
-
 import numpy as np
-
-
-class BlockTimings:
-    """Compute time of each block of a stream, in seconds (grows without bound, 8 bytes a block)."""
-
-    def __init__(self) -> None:
-        self._t = array("d")
-
-    def add(self, seconds: float) -> None:
-        self._t.append(seconds)
-
-    def __len__(self) -> int:
-        return len(self._t)
-
-    @property
-    def seconds(self) -> np.ndarray:
-        return np.frombuffer(self._t, dtype=np.float64) if len(self._t) else np.zeros(0)
-
-    def stats(self, block_s: float, audio_s: float | None = None) -> dict:
-        """Summary against a deadline of ``block_s`` seconds per block.
-
-        Args:
-            block_s: duration of one block (the deadline), seconds.
-            audio_s: duration of the audio processed; default ``len * block_s``.
-
-        Returns:
-            ``{"blocks", "mean_ms", "p50_ms", "p95_ms", "p99_ms", "max_ms",
-            "deadline_misses", "rtf"}``; ``rtf`` = total compute / audio duration.
-        """
-        return timing_stats(self.seconds, block_s, audio_s)
-
-
-def timing_stats(seconds: np.ndarray, block_s: float, audio_s: float | None = None) -> dict:
-    """:meth:`BlockTimings.stats` for an array of per-block compute times (seconds)."""
-    t = np.asarray(seconds, dtype=np.float64)
-    if audio_s is None:
-        audio_s = t.size * block_s
-    if t.size == 0:
-        nan = float("nan")
-        return dict(blocks=0, mean_ms=nan, p50_ms=nan, p95_ms=nan, p99_ms=nan, max_ms=nan, deadline_misses=0, rtf=nan)
-    p50, p95, p99 = np.percentile(t, [50, 95, 99]) * 1e3
-    return {
-        "blocks": int(t.size),
-        "mean_ms": float(t.mean() * 1e3),
-        "p50_ms": float(p50),
-        "p95_ms": float(p95),
-        "p99_ms": float(p99),
-        "max_ms": float(t.max() * 1e3),
-        "deadline_misses": int(np.count_nonzero(t > block_s)),
-        "rtf": float(t.sum() / audio_s) if audio_s > 0 else float("nan"),
-    }
 
 
 def algorithmic_latency(chain, fs: float) -> dict:

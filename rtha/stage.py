@@ -129,3 +129,17 @@ class SoftClip(Stage):
 
     def _reset(self) -> None:
         pass
+
+
+class Bypass(Stage):
+    """The identity stage (latency 0): the dry input, where a chain would run (``rtha live --bypass``)."""
+
+    def _process_block(self, x: np.ndarray) -> np.ndarray:
+        return x
+
+    def _reset(self) -> None:
+        pass
+
+    @property
+    def name(self) -> str:
+        return "bypass"

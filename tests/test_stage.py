@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from rtha.chain import Chain
-from rtha.stage import BlockDtypeError, BlockShapeError, SoftClip, Stage
+from rtha.stage import BlockDtypeError, BlockShapeError, Bypass, SoftClip, Stage
 
 
 class Accumulate(Stage):
@@ -48,3 +48,13 @@ def test_bad_blocks_have_defined_behaviour():
     assert s.nonfinite_count == 3
     s.reset()
     assert s.nonfinite_count == 0
+
+
+def test_bypass_is_the_identity_stage():
+    x = np.random.default_rng(1).standard_normal((2, 100)).astype(np.float32)
+    b = Bypass()
+    assert b.latency == 0 and b.name == "bypass"
+    assert np.array_equal(Chain(b).process(x), x)
+    b.reset()
+    y = b.process_block(np.array([[np.nan, 0.5]]))  # a new channel count after reset; NaN -> 0, counted
+    assert np.array_equal(y, [[0.0, 0.5]]) and b.nonfinite_count == 1

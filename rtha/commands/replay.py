@@ -151,14 +151,16 @@ def stream_file(chain, reader, block: int, writer=None, realtime: bool = False) 
     """
     import numpy as np
 
-    from ..latency import BlockTimings, warm_up
+    from ..latency import warm_up
+    from ..timing import BlockTimings
 
     fs = reader.fs
     keep = int(max(PROBE_S, PLOT_S) * fs)
     head_in, head_out = [], []
     kept = 0
-    timings = BlockTimings()
-    cpu_timings = BlockTimings()  # this thread's CPU time: what an idle machine would take
+    blocks = -(-reader.frames // block)  # every block's time is kept
+    timings = BlockTimings(block / fs, blocks)
+    cpu_timings = BlockTimings(block / fs, blocks)  # this thread's CPU time: what an idle machine would take
     frames = 0
     interrupted = False
     warm_up(chain, reader.channels, block)
@@ -228,8 +230,8 @@ def build_report(args, setup, reader, block: int, result: ReplayResult) -> dict:
         "interrupted": result.interrupted,
         "nonfinite_samples": int(nonfinite),
         "clamped_samples": int(reader.clamped_count),
-        **result.timings.stats(block / fs, result.frames / fs),
-        **{f"cpu_{k}": v for k, v in result.cpu_timings.stats(block / fs, result.frames / fs).items() if k != "blocks"},
+        **result.timings.stats(result.frames / fs),
+        **{f"cpu_{k}": v for k, v in result.cpu_timings.stats(result.frames / fs).items() if k != "blocks"},
         **algorithmic_latency(setup.chain, fs),
     }
     probe = result.head_in[:, : int(PROBE_S * fs)]
