@@ -21,7 +21,6 @@ integers; samples beyond ±1 are then clipped and counted (``AudioWriter.clipped
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 from typing import Iterator
@@ -63,89 +62,13 @@ def clamp_block(x: np.ndarray, limit: float) -> int:
     return n
 
 
-class StreamingResampler:
-    """Rational-rate polyphase resampler that streams, equal to ``scipy.signal.resample_poly``.
-
-    Same Kaiser-window (beta 5) low-pass of ``20 * max(up, down) + 1`` taps and the
-    same zero-phase alignment as ``resample_poly(x, up, down, axis=-1)``, so that
-    any partition of the input into chunks gives that function's output over the
-    whole signal (``ceil(n * up / down)`` samples once :meth:`flush` is called).
-    The filter looks ahead by ``10 * max(up, down) / up`` input samples; output is
-    released as soon as the input it needs has arrived.
-
-    Args:
-        fs_in: input rate (Hz, integer).
-        fs_out: output rate (Hz, integer).
-        channels: channel count of the ``(channels, samples)`` chunks.
-    """
-
-    def __init__(self, fs_in: int, fs_out: int, channels: int) -> None:
-        from scipy.signal import firwin
-
-        g = math.gcd(int(fs_in), int(fs_out))
-        self.up, self.down = int(fs_out) // g, int(fs_in) // g
-        half = 10 * max(self.up, self.down)
-        h = firwin(2 * half + 1, 1.0 / max(self.up, self.down), window=("kaiser", 5.0)) * self.up
-        self._taps = -(-len(h) // self.up)  # input samples under the filter per output
-        # polyphase[p, t] = h[p + t*up]: output phase p weighs x[i_top - t]
-        self._poly = np.zeros((self.up, self._taps))
-        for p in range(self.up):
-            part = h[p :: self.up]
-            self._poly[p, : len(part)] = part
-        self._delay = half
-        self.channels = channels
-        self.reset()
-
-    def reset(self) -> None:
-        # history before the first sample is zeros, as in resample_poly
-        self._buf = np.zeros((self.channels, self._taps - 1))
-        self._base = -(self._taps - 1)  # absolute input index of _buf[:, 0]
-        self._n_in = 0
-        self._m = 0  # next output index
-
-    def released(self, n_in):
-        """How many output samples :meth:`process` has released once ``n_in`` (int or int array) input samples went in."""
-        # output m needs input up to index (m*down + delay) // up
-        return np.maximum(0, (n_in * self.up - 1 - self._delay) // self.down + 1)
-
-    def process(self, x: np.ndarray) -> np.ndarray:
-        """Push ``(channels, n)`` input; returns the ``(channels, m)`` float32 output now complete."""
-        self._n_in += x.shape[1]
-        self._buf = np.concatenate([self._buf, np.asarray(x, dtype=np.float64)], axis=1)
-        return self._emit(self.released(self._n_in))
-
-    def flush(self) -> np.ndarray:
-        """The rest of the output (the input is taken as zeros after its end)."""
-        total = -(-self._n_in * self.up // self.down)
-        pad = (total * self.down + self._delay) // self.up + 1 - (self._base + self._buf.shape[1])
-        if pad > 0:
-            self._buf = np.concatenate([self._buf, np.zeros((self.channels, pad))], axis=1)
-        return self._emit(total)
-
-    def _emit(self, m_end: int) -> np.ndarray:
-        m = np.arange(self._m, max(self._m, m_end))
-        k = m * self.down + self._delay
-        i_top, phase = np.divmod(k, self.up)
-        idx = i_top[:, None] - np.arange(self._taps)[None, :] - self._base
-        y = np.einsum("mt,cmt->cm", self._poly[phase], self._buf[:, idx]) if m.size else np.zeros((self.channels, 0))
-        if m.size:
-            self._m = int(m[-1]) + 1
-        # keep only the input that later outputs can still reach
-        keep_from = (self._m * self.down + self._delay) // self.up - (self._taps - 1)
-        drop = max(0, keep_from - self._base)
-        if drop:
-            self._buf = self._buf[:, drop:]
-            self._base += drop
-        return y.astype(np.float32)
-
-
 class AudioReader:
     """An audio file read as exact-size blocks at a chosen rate.
 
     Args:
         path: the file (anything libsndfile reads: WAV, FLAC, OGG, ...).
         fs: rate of the blocks in Hz; None keeps the file's rate. Another rate
-            than the file's is reached with :class:`StreamingResampler`.
+            than the file's is reached with :class:`~rtha.dsp.resample.StreamingResampler`.
         max_channels: channels accepted (2: mono, or channel 0 left + 1 right).
         limit: samples beyond ``±limit`` are clamped to it (None: no limit).
 
@@ -233,6 +156,8 @@ class AudioReader:
                 if x.shape[1] == 0:
                     return
                 yield x
+        from .dsp.resample import StreamingResampler  # lazily: rtha.dsp loads numba
+
         rs = StreamingResampler(self.fs_file, self.fs, self.channels)
         while True:
             x = self._read(READ_CHUNK)

@@ -80,7 +80,8 @@ def _readable(path: Path) -> bool:
 def espeak_speech(text: str, fs: int = FS) -> np.ndarray:
     """``text`` spoken by espeak-ng, as float64 mono at ``fs`` with 0.3 s of silence around it."""
     import soundfile as sf
-    from scipy.signal import resample_poly
+
+    from .dsp.resample import resample
 
     with tempfile.TemporaryDirectory() as tmp:
         wav = Path(tmp) / "speech.wav"
@@ -91,10 +92,7 @@ def espeak_speech(text: str, fs: int = FS) -> np.ndarray:
             stderr=subprocess.DEVNULL,
         )
         x, fs_in = sf.read(str(wav), dtype="float64", always_2d=True)
-    x = x[:, 0]
-    if fs_in != fs:
-        g = np.gcd(int(fs_in), int(fs))
-        x = resample_poly(x, fs // g, fs_in // g)
+    x = resample(x[:, 0], fs_in, fs)
     pad = np.zeros(int(0.3 * fs))
     return np.concatenate([pad, x, pad])
 

@@ -224,7 +224,7 @@ def test_fidelity_switch_is_the_challenge_amplification(data):
     """--rate 44100 --nfir 220 --linear-phase: full np.convolve with the NAL-R taps, Compressor(44100), tanh."""
     from rtha.dsp import Compressor, nalr_fir
     from rtha.score.config import ScoreSettings
-    from rtha.data.clarity import resample
+    from rtha.dsp.resample import resample
     from rtha.score.pair import PairScorer
 
     settings = ScoreSettings(str(data["root"]), SPLIT, ("unprocessed",), rate=44100, nfir=220, nalr_phase="linear")

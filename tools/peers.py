@@ -271,7 +271,7 @@ class Streamed:
     def __call__(self, mix):
         import torch
 
-        from rtha.data.clarity import resample
+        from rtha.dsp.resample import resample
 
         x = resample(mix[0].numpy(), self.fs, self.peer.fs)
         y = self.enhance(x)[self.delay : self.delay + len(x)]
@@ -283,7 +283,7 @@ def measure_delay(peer, seg, probes: int) -> list[int]:
     """Output delay of ``peer`` in its samples on the clean targets of the first ``probes`` items."""
     from scipy.signal import correlate
 
-    from rtha.data.clarity import resample
+    from rtha.dsp.resample import resample
 
     lags = []
     streamed = Streamed(peer, seg.sample_rate, delay=int(MAX_DELAY_S * peer.fs))

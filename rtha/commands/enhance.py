@@ -86,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from ..audio_io import AudioReader, AudioWriter, StreamingResampler, output_format
+    from ..audio_io import AudioReader, AudioWriter, output_format
+    from ..dsp.resample import StreamingResampler
     from ..enhance import StreamingEnhancer, load_checkpoint
 
     out = output_path(args.out, args.force)

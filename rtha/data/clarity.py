@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 from functools import cached_property
-from math import gcd
 from pathlib import Path
 
 import numpy as np
@@ -122,16 +121,6 @@ def _read_json(path: Path):
         raise RthaError(f"{path}: cannot read JSON ({e})") from None
 
 
-def resample(x: np.ndarray, fs_in: int, fs_out: int) -> np.ndarray:
-    """Polyphase resampling along the last axis (float32 in, float32 out)."""
-    if fs_in == fs_out:
-        return x
-    from scipy.signal import resample_poly
-
-    g = gcd(fs_in, fs_out)
-    return resample_poly(x, fs_out // g, fs_in // g, axis=-1).astype(np.float32)
-
-
 class SceneSegments:
     """Mono ``(mix, target)`` pairs from one split, at the model rate, as float32 tensors.
 
@@ -190,6 +179,8 @@ class SceneSegments:
 
     def __getitem__(self, index: int):
         import torch
+
+        from ..dsp.resample import resample
 
         scene, ear = self.items[index]
         (mix, target), fs = self.data.read_pair(scene, ("mix", self.target), self.channel)

@@ -36,14 +36,14 @@ import csv
 import json
 import re
 from dataclasses import asdict, dataclass, field
-from math import gcd
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from scipy.signal import fftconvolve, resample_poly
+from scipy.signal import fftconvolve
 
 from ..audiogram import CLARITY_CFS, Audiogram, Listener, save_listeners
+from ..dsp.resample import resample
 from ..errors import RthaError
 
 SPLITS = ("train", "dev", "test")
@@ -251,9 +251,9 @@ class SourceReader:
             if path not in self._audio:
                 whole, _ = sf.read(str(path), dtype="float32", always_2d=True)
                 self._audio[path] = whole.mean(axis=1, dtype=np.float64).astype(np.float32)
-            return self._resample(self._audio[path][start:stop].astype(np.float64), fs)
+            return resample(self._audio[path][start:stop].astype(np.float64), fs, self.fs)
         x, _ = sf.read(str(path), start=start, stop=stop, dtype="float64", always_2d=True)
-        return self._resample(x.mean(axis=1), fs)
+        return resample(x.mean(axis=1), fs, self.fs)
 
     def rir(self, path: Path) -> np.ndarray:
         """An impulse response at ``self.fs``: starts 1 ms before its direct-path peak,
@@ -266,12 +266,6 @@ class SourceReader:
             h[len(h) - fade :] *= np.linspace(1.0, 0.0, fade)
             self._rirs[path] = h
         return self._rirs[path]
-
-    def _resample(self, x: np.ndarray, fs: int) -> np.ndarray:
-        if fs == self.fs:
-            return x
-        g = gcd(self.fs, fs)
-        return resample_poly(x, self.fs // g, fs // g)
 
 
 def direct_path(h: np.ndarray, fs: int) -> np.ndarray:

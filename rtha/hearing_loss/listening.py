@@ -5,7 +5,7 @@
   Without a chain it is the unaided ear (microphone -> hearing loss).
   With one, the input is resampled to the chain's rate (when it is not
   44.1 kHz), run in the chain's own block size, and resampled back
-  (:class:`~rtha.audio_io.StreamingResampler`, zero-phase polyphase
+  (:class:`~rtha.dsp.resample.StreamingResampler`, zero-phase polyphase
   filters, so resampling adds no delay). Blocks at the two
   rates do not line up, so the output waits in a short queue: a fixed delay
   ``bridge`` (samples at 44.1 kHz), the most the chain side can lag behind
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..audio_io import StreamingResampler
+from ..dsp.resample import StreamingResampler
 from ..stage import BlockShapeError, Stage
 from .simulator import HearingLossSimulator
 from .tables import FS

@@ -48,9 +48,10 @@ import queue
 import numpy as np
 from numba import njit
 from scipy import fft as sfft
-from scipy.signal import butter, cheby2, correlate, group_delay, lfilter, resample_poly
+from scipy.signal import butter, cheby2, correlate, group_delay, lfilter
 
 from ..audiogram import Audiogram
+from ..dsp.resample import resample
 from ..errors import RthaError
 from .legacy_normal import NormalStream, skip_standard_normal
 from .threads import resolve_threads, run_concurrently, thread_map
@@ -192,11 +193,11 @@ def resample_to_model_rate(x: np.ndarray, fs: float) -> np.ndarray:
     Downsampling matches the RMS within the common 21 kHz band (Chebyshev
     low-passes on input and output), as the reference model does.
     """
-    target_khz = np.round(MODEL_FS / 1000)
-    fs_khz = np.round(fs / 1000)
+    target_khz = round(MODEL_FS / 1000)
+    fs_khz = round(fs / 1000)
     if fs_khz == target_khz:
         return x
-    y = resample_poly(x, target_khz, fs_khz)
+    y = resample(x, fs_khz * 1000, target_khz * 1000)
     if fs_khz < target_khz:
         return (np.sqrt(np.mean(x**2)) / np.sqrt(np.mean(y**2))) * y
     b, a = cheby2(7, 30, 21 / fs_khz)

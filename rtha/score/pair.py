@@ -21,8 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.clarity import ClarityDataset, resample
+from ..data.clarity import ClarityDataset
 from ..dsp import default_nfir
+from ..dsp.resample import resample
 from ..errors import RthaError
 from .config import ScoreSettings
 from .results import ScoreRow
@@ -108,7 +109,9 @@ class PairScorer:
 
         def make():
             (target, anechoic), fs = self.dataset.read_pair(scene, ("target", "target_anechoic"))
-            return resample(challenge_reference(anechoic, target, scene), fs, self.settings.rate)
+            ref, rate = challenge_reference(anechoic, target, scene), self.settings.rate
+            # float32 once resampled: the scores computed so far used that reference
+            return ref if fs == rate else resample(ref, fs, rate).astype(np.float32)
 
         return self._shared(scene, "reference", make)
 
