@@ -36,6 +36,8 @@ from .audio_io import clamp_block
 from .errors import RthaError
 from .timing import BlockTimings
 
+#: Stream rate when no enhancer sets the chain's (Hz).
+FS_WITHOUT_ENHANCER = 16000
 #: Seconds of input and output kept for the meters and the recorder.
 RING_S = 4.0
 #: Blocks whose compute times are kept when no duration bounds the run.

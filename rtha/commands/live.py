@@ -19,9 +19,6 @@ from .chain_options import INPUT_LIMIT, add_chain_args, chain_from_args, check_c
 from .common import output_path
 from .listening import MODE_KEY, KeyReader, add_listening_args, check_listening_args, describe_listening, listening_setup
 
-#: Rate of the chain when there is no enhancer to set it (Hz).
-FS_WITHOUT_ENHANCER = 16000
-
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -56,7 +53,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..live import check_settings, import_sounddevice, list_devices, resolve_device
+    from ..live import FS_WITHOUT_ENHANCER, check_settings, import_sounddevice, list_devices, resolve_device
 
     sd = import_sounddevice()
     if args.list_devices:
