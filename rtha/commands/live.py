@@ -53,7 +53,8 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..live import FS_WITHOUT_ENHANCER, check_settings, import_sounddevice, list_devices, resolve_device
+    from ..live import FS_WITHOUT_ENHANCER, LiveEngine, check_settings, import_sounddevice, list_devices, resolve_device
+    from ..stage import Bypass
 
     sd = import_sounddevice()
     if args.list_devices:
@@ -79,9 +80,6 @@ def run(args: argparse.Namespace) -> int:
         args.bypass = False
     channels = (args.input_channels, min(2, int(sd.query_devices(devices[1])["max_output_channels"])))
     check_settings(sd, devices, channels, setup.fs)
-
-    from ..live import LiveEngine
-    from ..stage import Bypass
 
     stage = Bypass() if args.bypass else setup.chain
     engine = LiveEngine(stage, setup.fs, setup.block, *channels, limit=INPUT_LIMIT, duration=args.duration)
