@@ -20,8 +20,9 @@ from rtha.chain import Chain
 from rtha.cli import main
 from rtha.commands.replay import stream_file
 from rtha.hearing_aid import hearing_aid_chain
-from rtha.latency import delay_by_gcc_phat, measure_latency, timing_stats
+from rtha.latency import delay_by_gcc_phat, measure_latency
 from rtha.stage import SoftClip, Stage
+from rtha.timing import timing_stats
 
 FS = 16000
 REPORT_KEYS = ("rtf", "block_ms", "p99_ms", "deadline_misses", "algorithmic_latency_ms", "measured_latency_ms")
