@@ -22,6 +22,10 @@ from .errors import RthaError
 
 #: Audiometric frequencies of the Clarity listener files (Hz).
 CLARITY_CFS = (250, 500, 1000, 2000, 3000, 4000, 6000, 8000)
+#: Frequencies (Hz) at which NAL-R prescribes gain and the HASPI/HASQI ear model reads the loss.
+AUDIOMETRIC_FREQS = np.array([250.0, 500.0, 1000.0, 2000.0, 4000.0, 6000.0])
+#: dB SPL of a digital RMS of 1 in the Clarity challenges (pyclarity's ``equiv_0db_spl``; the ICASSP 2023 scoring level).
+CHALLENGE_LEVEL_DB_SPL = 100.0
 
 MIN_HL, MAX_HL = -10.0, 120.0
 

@@ -44,10 +44,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from rtha.audiogram import CHALLENGE_LEVEL_DB_SPL  # noqa: E402
+
 SECONDS = 6.0
 LONG_SECONDS = 30.0
 RATES = (44100, 16000)
-LEVEL_DB_SPL = 100.0
 ITEMS = (
     "haspi_one_ear",
     "haspi_better_ear",
@@ -76,17 +77,17 @@ def metric_calls() -> dict:
     import rtha.metrics as metrics
 
     calls = {
-        "haspi_one_ear": lambda r, p, fs, lis: metrics.haspi_v2(r[0], p[0], fs, lis.left, LEVEL_DB_SPL),
-        "haspi_better_ear": lambda r, p, fs, lis: metrics.haspi_v2_better_ear(r, p, fs, lis, LEVEL_DB_SPL),
+        "haspi_one_ear": lambda r, p, fs, lis: metrics.haspi_v2(r[0], p[0], fs, lis.left, CHALLENGE_LEVEL_DB_SPL),
+        "haspi_better_ear": lambda r, p, fs, lis: metrics.haspi_v2_better_ear(r, p, fs, lis, CHALLENGE_LEVEL_DB_SPL),
     }
     if hasattr(metrics, "hasqi_v2") and hasattr(metrics, "hasqi_v2_better_ear"):
-        calls["hasqi_one_ear"] = lambda r, p, fs, lis: metrics.hasqi_v2(r[0], p[0], fs, lis.left, level_db_spl=LEVEL_DB_SPL)
-        calls["hasqi_better_ear"] = lambda r, p, fs, lis: metrics.hasqi_v2_better_ear(r, p, fs, lis, LEVEL_DB_SPL)
+        calls["hasqi_one_ear"] = lambda r, p, fs, lis: metrics.hasqi_v2(r[0], p[0], fs, lis.left, level_db_spl=CHALLENGE_LEVEL_DB_SPL)
+        calls["hasqi_better_ear"] = lambda r, p, fs, lis: metrics.hasqi_v2_better_ear(r, p, fs, lis, CHALLENGE_LEVEL_DB_SPL)
         # icassp2023_score = 0.5 x (better-ear HASPI + better-ear HASQI), the
         # two metrics sharing each ear's resampling and input alignment.
-        calls["better_ear_haspi_hasqi"] = lambda r, p, fs, lis: metrics.icassp2023_score(r, p, fs, lis, LEVEL_DB_SPL)
+        calls["better_ear_haspi_hasqi"] = lambda r, p, fs, lis: metrics.icassp2023_score(r, p, fs, lis, CHALLENGE_LEVEL_DB_SPL)
         calls["better_ear_haspi_hasqi_1thread"] = lambda r, p, fs, lis: metrics.icassp2023_score(
-            r, p, fs, lis, LEVEL_DB_SPL, threads=1
+            r, p, fs, lis, CHALLENGE_LEVEL_DB_SPL, threads=1
         )
     return calls
 
@@ -170,7 +171,7 @@ def run_pyclarity(python: str) -> dict:
     from rtha.audiogram import CLARITY_CFS
 
     lis = listener()
-    arrays = {"freqs": np.array(CLARITY_CFS, dtype=float), "levels": lis.left.levels, "level": LEVEL_DB_SPL, "rates": np.array(RATES)}
+    arrays = {"freqs": np.array(CLARITY_CFS, dtype=float), "levels": lis.left.levels, "level": CHALLENGE_LEVEL_DB_SPL, "rates": np.array(RATES)}
     for fs in RATES:
         arrays[f"ref_{fs}"], arrays[f"proc_{fs}"] = scene(fs, SECONDS)
     with tempfile.TemporaryDirectory() as tmp:
@@ -214,7 +215,7 @@ def main() -> int:
     memory = subprocess_json(["--_memory"])
     report = {
         "signal_s": SECONDS,
-        "level_db_spl": LEVEL_DB_SPL,
+        "level_db_spl": CHALLENGE_LEVEL_DB_SPL,
         "machine": {"cpus": os.cpu_count(), "load_avg_1min": os.getloadavg()[0], "python": platform.python_version()},
         "results": results,
         "better_ear_haspi_hasqi_warm_s": (results["44100"]["better_ear_haspi_hasqi"] or {}).get("warm_s"),

@@ -42,7 +42,6 @@ def add_listening_args(parser: argparse.ArgumentParser, live: bool = False) -> N
     g.add_argument(
         "--level-db-spl",
         type=float,
-        default=100.0,
         metavar="DB",
         help="with --simulate-loss: dB SPL of a digital RMS of 1 (default: 100, as in the Clarity challenges)",
     )
@@ -53,10 +52,10 @@ def check_listening_args(args: argparse.Namespace) -> None:
     if not args.simulate_loss:
         if args.unaided:
             raise RthaError("--unaided needs --simulate-loss (it is the listener's ear without the hearing aid)")
-        if args.level_db_spl != 100.0:
+        if args.level_db_spl is not None:
             raise RthaError("--level-db-spl needs --simulate-loss (it calibrates the hearing-loss simulation)")
         return
-    if not (math.isfinite(args.level_db_spl) and 0.0 <= args.level_db_spl <= 200.0):
+    if args.level_db_spl is not None and not (math.isfinite(args.level_db_spl) and 0.0 <= args.level_db_spl <= 200.0):
         raise RthaError(f"--level-db-spl {args.level_db_spl:g}: expected a level in dB SPL between 0 and 200")
     from ..hearing_loss.tables import CATCH_UP_DB
 
@@ -79,13 +78,15 @@ def listening_setup(args: argparse.Namespace, setup, live: bool = False):
     with ``--unaided``, in bypass with ``--bypass``. The block is the chain's
     block duration at 44.1 kHz.
     """
+    from ..audiogram import CHALLENGE_LEVEL_DB_SPL
     from ..hearing_loss import HearingLossSimulator
     from ..hearing_loss.listening import HearingModes, ListeningPath
 
     listener = listener_from_args(args)
+    level = CHALLENGE_LEVEL_DB_SPL if args.level_db_spl is None else args.level_db_spl
 
     def ear():
-        return HearingLossSimulator(listener, level_db_spl=args.level_db_spl)
+        return HearingLossSimulator(listener, level_db_spl=level)
 
     paths = {"aided": ListeningPath(ear(), setup.chain, setup.fs, setup.block), "unaided": ListeningPath(ear())}
     if live:

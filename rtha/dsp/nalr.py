@@ -32,18 +32,16 @@ from __future__ import annotations
 import numpy as np
 from scipy.signal.windows import hamming
 
-from ..audiogram import Audiogram, Listener
+from ..audiogram import AUDIOMETRIC_FREQS, Audiogram, Listener
 from .errors import DspParameterError
 from .fir import FirFilter
 
-#: Audiometric frequencies (Hz) at which NAL-R prescribes gain.
-NALR_FREQS = np.array([250.0, 500.0, 1000.0, 2000.0, 4000.0, 6000.0])
 _BIAS_DB = np.array([-17.0, -8.0, 1.0, -1.0, -2.0, -2.0])
 
 
 def nalr_gains_db(audiogram: Audiogram) -> np.ndarray:
-    """NAL-R insertion gain (dB, >= 0) at :data:`NALR_FREQS`, shape ``(6,)``."""
-    hl = audiogram.at(NALR_FREQS)
+    """NAL-R insertion gain (dB, >= 0) at :data:`AUDIOMETRIC_FREQS`, shape ``(6,)``."""
+    hl = audiogram.at(AUDIOMETRIC_FREQS)
     critical = hl[1] + hl[2] + hl[3]  # 500 Hz + 1 kHz + 2 kHz
     x_ave = 0.05 * critical if critical <= 180 else 9.0 + 0.116 * (critical - 180)
     return np.clip(x_ave + 0.31 * hl + _BIAS_DB, 0.0, None)
@@ -83,9 +81,9 @@ def nalr_fir(audiogram: Audiogram, fs: float, nfir: int) -> np.ndarray:
     fmax = 0.5 * fs
     # Gain held flat from 0 Hz and up to Nyquist; below 12 kHz sampling the
     # prescription points at or above Nyquist are replaced by the gain at Nyquist.
-    inside = NALR_FREQS < fmax
-    knots_hz = np.concatenate(([0.0], NALR_FREQS[inside], [fmax]))
-    knots_db = np.concatenate(([gains_db[0]], gains_db[inside], [np.interp(fmax, NALR_FREQS, gains_db)]))
+    inside = AUDIOMETRIC_FREQS < fmax
+    knots_hz = np.concatenate(([0.0], AUDIOMETRIC_FREQS[inside], [fmax]))
+    knots_db = np.concatenate(([gains_db[0]], gains_db[inside], [np.interp(fmax, AUDIOMETRIC_FREQS, gains_db)]))
     grid = np.linspace(0, nfir, nfir + 1) / nfir  # 0..1, 1 = Nyquist
     gains = np.power(10, np.interp(fmax * grid, knots_hz, knots_db) / 20.0)
     return fir2(nfir, grid, gains)

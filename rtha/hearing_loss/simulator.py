@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..audiogram import Audiogram, Listener
+from ..audiogram import CHALLENGE_LEVEL_DB_SPL, Audiogram, Listener
 from ..dsp.errors import DspParameterError
 from ..dsp.fir import _fir_direct
 from ..stage import BlockShapeError, Stage
@@ -82,7 +82,7 @@ class HearingLossSimulator(Stage):
     warns above 80: the simulation grows unrealistic).
     """
 
-    def __init__(self, listener: Listener, fs: int = FS, level_db_spl: float = 100.0) -> None:
+    def __init__(self, listener: Listener, fs: int = FS, level_db_spl: float = CHALLENGE_LEVEL_DB_SPL) -> None:
         if not isinstance(listener, Listener):
             raise DspParameterError(f"the hearing-loss simulator needs a Listener, got {type(listener).__name__}")
         if fs != FS:

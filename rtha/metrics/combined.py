@@ -20,13 +20,10 @@ import hashlib
 
 import numpy as np
 
-from ..audiogram import Listener
+from ..audiogram import CHALLENGE_LEVEL_DB_SPL, Listener
 from .haspi import better_ear, ear_inputs, haspi_v2_aligned, noise_rng
 from .hasqi import hasqi_v2_aligned
 from .threads import resolve_threads
-
-#: dB SPL of a signal with RMS 1 in the challenge's evaluation.
-CHALLENGE_LEVEL_DB_SPL = 100.0
 
 
 def scene_seed(scene: str) -> int:

@@ -50,14 +50,12 @@ from numba import njit
 from scipy import fft as sfft
 from scipy.signal import butter, cheby2, correlate, group_delay, lfilter
 
-from ..audiogram import Audiogram
+from ..audiogram import AUDIOMETRIC_FREQS, Audiogram
 from ..dsp.resample import resample
 from ..errors import RthaError
 from .legacy_normal import NormalStream, skip_standard_normal
 from .threads import resolve_threads, run_concurrently, thread_map
 
-#: Audiometric frequencies (Hz) at which the model reads the hearing loss.
-AUDIOMETRIC_FREQS = np.array([250.0, 500.0, 1000.0, 2000.0, 4000.0, 6000.0])
 #: Sample rate (Hz) of the model and of its outputs.
 MODEL_FS = 24000.0
 N_BANDS = 32

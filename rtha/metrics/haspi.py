@@ -23,7 +23,7 @@ import numpy as np
 from numba import njit
 from scipy import fft as sfft
 
-from ..audiogram import Audiogram, Listener
+from ..audiogram import CHALLENGE_LEVEL_DB_SPL, Audiogram, Listener
 from . import haspi_weights
 from .ear_model import MODEL_FS, SignalError, aligned_inputs, ear_model_aligned, hearing_loss_at_model_freqs
 from .legacy_normal import add_standard_normal
@@ -302,7 +302,7 @@ def haspi_v2_better_ear(
     proc_lr: np.ndarray,
     fs: float,
     listener: Listener,
-    level_db_spl: float = 100.0,
+    level_db_spl: float = CHALLENGE_LEVEL_DB_SPL,
     rng: np.random.RandomState | None = None,
     threads: int | None = None,
 ) -> float:
@@ -311,7 +311,7 @@ def haspi_v2_better_ear(
     Args:
         ref_lr, proc_lr: ``(2, samples)``, row 0 the left ear.
         listener: audiograms of both ears.
-        level_db_spl: dB SPL of RMS 1 (the Clarity challenges use 100).
+        level_db_spl: dB SPL of RMS 1.
         rng: one stream for both ears, the left ear drawing first (as
             pyclarity's ``haspi_v2_be`` after one ``numpy.random.seed``);
             default ``RandomState(0)``.

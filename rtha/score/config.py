@@ -13,12 +13,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..audiogram import CHALLENGE_LEVEL_DB_SPL
 from ..errors import RthaError
 
 #: Systems rtha can score; ``unprocessed`` is the baseline of the paired differences.
 SYSTEMS = ("enhanced", "unprocessed", "external")
-#: Presentation level of the metrics: dB SPL of a signal with RMS 1 (the ICASSP 2023 evaluation's).
-LEVEL_DB_SPL = 100.0
 SEEDING = (
     "per (scene, listener, system): numpy RandomState(int(md5(scene).hexdigest(), 16) % 10**8), "
     "drawn by HASPI left, HASPI right, HASQI left, HASQI right in that order "
@@ -50,7 +49,7 @@ class ScoreSettings:
     model_path: str | None = None
     dry_mix: float | None = None
     enhanced_dir: str | None = None
-    level_db_spl: float = LEVEL_DB_SPL
+    level_db_spl: float = CHALLENGE_LEVEL_DB_SPL  # the metrics' presentation level
 
 
 def parse_systems(text: str) -> tuple[str, ...]:
