@@ -8,17 +8,27 @@ as one call over the whole signal::
     y = stage.process_block(x)   # state in, state out (like scipy's ``zi``)
     stage.reset()                # back to the initial state
     stage.latency                # algorithmic delay in samples
+    stage.tail                   # samples of output that follow the last input sample
     y = stage.process(x)         # offline: reset, then one big block
+    y = process_with_tail(stage, x)  # offline, x then its tail: len(x) + tail samples
 
-Input is checked once per block: a wrong shape or dtype raises a one-line
-error saying what was expected; non-finite samples (NaN, +-Inf) are replaced by
-0 and counted in ``nonfinite_count`` so they never poison the carried state; an
-empty block returns an empty block.
+Input is checked once per block, at the entry of ``process_block``: a wrong
+shape or dtype raises a one-line error saying what was expected; non-finite
+samples (NaN, +-Inf) are replaced by 0 and counted in ``nonfinite_count`` so
+they never poison the carried state; an empty block returns an empty block.
+A :class:`~rtha.chain.Chain` checks at its input only and runs its stages'
+inner steps, which trust the block they are given.
+
+Buffers: ``process_block`` returns a new array each call, which the caller
+owns (replay and the hearing-loss path keep blocks); everything else on the
+audio path (a chain's intermediate blocks, the stages' scratch) is allocated
+once per block length and reused.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
 from .errors import RthaError
 
@@ -29,6 +39,16 @@ class BlockShapeError(RthaError, ValueError):
 
 class BlockDtypeError(RthaError, TypeError):
     """A block is not made of real floating-point samples."""
+
+
+@njit(cache=True)
+def _count_nonfinite(x):
+    """NaN/Inf samples in a 2-D block (no temporary array, unlike ``np.isfinite(x)``)."""
+    bad = 0
+    for v in x.flat:
+        if not np.isfinite(v):
+            bad += 1
+    return bad
 
 
 def as_block(x, channels: int | None = None) -> tuple[np.ndarray, int]:
@@ -52,20 +72,28 @@ def as_block(x, channels: int | None = None) -> tuple[np.ndarray, int]:
             f"audio block has {x.shape[0]} channel(s) (shape {x.shape}); expected {channels} (channels, samples)"
         )
     x = np.ascontiguousarray(x, dtype=np.float32)
-    finite = np.isfinite(x)
-    if finite.all():
-        return x, 0
-    n_bad = int(x.size - np.count_nonzero(finite))
-    x = np.where(finite, x, np.float32(0.0))
+    n_bad = _count_nonfinite(x)
+    if n_bad:
+        x = np.where(np.isfinite(x), x, np.float32(0.0))
     return x, n_bad
 
 
 class Stage:
     """Base class of the streaming protocol.
 
-    Subclasses implement ``_process_block(x)`` for a validated, non-empty
-    float32 block and ``_reset()``; they set ``latency`` (samples) and may set
-    ``in_channels`` (None accepts any count, fixed on the first block).
+    Subclasses implement two hooks:
+
+    - ``_start(channels)``: size and zero the carried state for a stream of
+      ``channels`` input channels (raise :class:`BlockShapeError` for a count
+      the stage cannot take). It runs on the first block, and again at every
+      :meth:`reset` (with the channel count seen so far), so a reset never
+      leaves stale state and the first block after it allocates nothing.
+    - ``_step(x, out)``: process a validated, non-empty, C-contiguous float32
+      block ``x (channels, n)`` into ``out (out_channels, n)`` float32, which
+      is never ``x``. Scratch it needs is kept and reused between calls.
+
+    They set ``latency`` and may override ``tail`` (samples) and
+    ``out_channels``.
 
     Attributes:
         latency: algorithmic delay of the stage in samples.
@@ -73,47 +101,58 @@ class Stage:
     """
 
     latency: int = 0
-    in_channels: int | None = None
 
     def __init__(self) -> None:
         self.nonfinite_count = 0
-        self._channels: int | None = self.in_channels
+        self._channels: int | None = None  # the channel count the state is sized for
+        self._fresh = True  # no block since the last reset: any channel count may start the stream
 
     # -- the protocol -----------------------------------------------------
     def process_block(self, x) -> np.ndarray:
-        """Process one block ``(channels, samples)``; returns ``(out_channels, samples)`` float32."""
-        x, n_bad = as_block(x, self._channels)
+        """Process one block ``(channels, samples)``; returns a new ``(out_channels, samples)`` float32 array."""
+        x, n_bad = as_block(x, None if self._fresh else self._channels)
         self.nonfinite_count += n_bad
-        if self._channels is None:
-            self._channels = x.shape[0]
-            self._allocate(x.shape[0])
-        if x.shape[1] == 0:
-            return np.zeros((self.out_channels(x.shape[0]), 0), np.float32)
-        return self._process_block(x)
+        channels, n = x.shape
+        if channels != self._channels:
+            self._setup(channels)
+        self._fresh = False
+        out = np.empty((self.out_channels(channels), n), np.float32)
+        if n:
+            self._step(x, out)
+        return out
 
     def reset(self) -> None:
-        """Forget all carried state (and the channel count, unless fixed)."""
+        """Back to the initial state; the next block may have another channel count."""
         self.nonfinite_count = 0
-        self._channels = self.in_channels
-        self._reset()
+        self._fresh = True
+        if self._channels is not None:
+            self._setup(self._channels)
 
     def process(self, x) -> np.ndarray:
         """Offline: reset, then run ``x`` ``(channels, samples)`` as one block."""
         self.reset()
         return self.process_block(x)
 
+    @property
+    def tail(self) -> int:
+        """Samples of output that still depend on the input after its last sample (0: none)."""
+        return int(self.latency)
+
     # -- for subclasses ---------------------------------------------------
     def out_channels(self, in_channels: int) -> int:
         """Channels produced for ``in_channels`` input channels."""
         return in_channels
 
-    def _allocate(self, channels: int) -> None:
-        """Size per-channel state on the first block after a reset."""
+    def _setup(self, channels: int) -> None:
+        """Start the state for ``channels`` channels; the count is kept only if the stage accepts it."""
+        self._channels = None
+        self._start(channels)
+        self._channels = channels
 
-    def _process_block(self, x: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+    def _start(self, channels: int) -> None:
+        """Size and zero the carried state for ``channels`` input channels (no state: nothing to do)."""
 
-    def _reset(self) -> None:
+    def _step(self, x: np.ndarray, out: np.ndarray) -> None:
         raise NotImplementedError
 
     @property
@@ -121,24 +160,33 @@ class Stage:
         return type(self).__name__
 
 
+def process_with_tail(stage: Stage, x, then: int = 0) -> np.ndarray:
+    """Offline: reset, then run ``x (channels, n)`` followed by ``stage.tail + then`` zeros.
+
+    Returns ``(out_channels, n + stage.tail + then)`` float32: all of the
+    output the input causes, as ``np.convolve``'s full output holds a filter's
+    whole response. ``then`` is the tail of what this output feeds next at the
+    same rate, so that a chain run in two parts (the first part's output shared
+    by several second parts) gives the whole chain's output.
+    """
+    x = np.asarray(x)
+    if x.ndim == 2:  # anything else: process() says what was expected
+        x = np.pad(x, ((0, 0), (0, stage.tail + int(then))))
+    return stage.process(x)
+
+
 class SoftClip(Stage):
     """Memoryless ``tanh`` soft clip, as in the Clarity ICASSP 2023 baseline (latency 0)."""
 
-    def _process_block(self, x: np.ndarray) -> np.ndarray:
-        return np.tanh(x)
-
-    def _reset(self) -> None:
-        pass
+    def _step(self, x: np.ndarray, out: np.ndarray) -> None:
+        np.tanh(x, out=out)
 
 
 class Bypass(Stage):
     """The identity stage (latency 0): the dry input, where a chain would run (``rtha live --bypass``)."""
 
-    def _process_block(self, x: np.ndarray) -> np.ndarray:
-        return x
-
-    def _reset(self) -> None:
-        pass
+    def _step(self, x: np.ndarray, out: np.ndarray) -> None:
+        np.copyto(out, x)
 
     @property
     def name(self) -> str:

@@ -341,14 +341,14 @@ class StopAfter(Stage):
         self.n = n
         self.seen = 0
 
-    def _process_block(self, x):
+    def _start(self, channels):
+        self.seen = 0
+
+    def _step(self, x, out):
         self.seen += 1
         if self.seen > self.n:
             raise KeyboardInterrupt
-        return x.copy()
-
-    def _reset(self):
-        self.seen = 0
+        out[:] = x
 
 
 def test_interrupted_replay_leaves_a_valid_partial_output(tmp_path):
@@ -390,16 +390,13 @@ class Delay(Stage):
         super().__init__()
         self.latency = d
 
-    def _allocate(self, channels):
+    def _start(self, channels):
         self.buf = np.zeros((channels, self.latency), np.float32)
 
-    def _process_block(self, x):
+    def _step(self, x, out):
         both = np.concatenate([self.buf, x], axis=1)
         self.buf = both[:, x.shape[1] :]
-        return both[:, : x.shape[1]]
-
-    def _reset(self):
-        pass
+        out[:] = both[:, : x.shape[1]]
 
 
 @pytest.mark.parametrize("d", [0, 1, 37, 400])

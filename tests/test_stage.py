@@ -10,16 +10,12 @@ class Accumulate(Stage):
 
     latency = 1
 
-    def _allocate(self, channels):
+    def _start(self, channels):
         self.acc = np.zeros((channels, 1), np.float32)
 
-    def _process_block(self, x):
-        y = np.cumsum(x, axis=1, dtype=np.float32) + self.acc
-        self.acc = y[:, -1:].copy()
-        return y
-
-    def _reset(self):
-        pass
+    def _step(self, x, out):
+        out[:] = np.cumsum(x, axis=1, dtype=np.float32) + self.acc
+        self.acc = out[:, -1:].copy()
 
 
 def test_chain_is_block_partition_invariant_and_sums_latency():

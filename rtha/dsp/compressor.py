@@ -28,9 +28,9 @@ _EPS = 1e-8  # added to the mean square, as in pyclarity
 
 
 @njit(cache=True)
-def _window_sum(row):
-    """Exact sum of ``row`` with eight partial sums (an eighth of a serial add chain)."""
-    acc = np.zeros(8)
+def _window_sum(row, acc):
+    """Exact sum of ``row`` with eight partial sums in ``acc`` (8,) (an eighth of a serial add chain)."""
+    acc[:] = 0.0
     width = row.shape[0]
     whole = width - width % 8
     for k in range(0, whole, 8):
@@ -48,12 +48,13 @@ def _window_sum(row):
 # the serial chain that bounds the speed. The reciprocal multiply avoids a
 # division per sample; both change results by at most an ulp or so.
 @njit(cache=True, fastmath={"contract"})
-def _compress(x, y, gains, ring, sums, gain, pos, threshold, attenuation, attack, release, makeup):
+def _compress(x, y, gains, ring, sums, gain, pos, acc, threshold, attenuation, attack, release, makeup):
     """Run the recurrence over one block, updating the state arrays in place.
 
     x: (C, n) input; y: (C, n) output; gains: (C, n) float64 output;
     ring: (C, W) float64 squares; sums: (C,) window sums; gain: (C,) current
-    gains; pos: (1,) int64 ring write position (shared by the channels).
+    gains; pos: (1,) int64 ring write position (shared by the channels);
+    acc: (8,) float64 scratch of the window sum.
     """
     n_ch, n = x.shape
     width = ring.shape[1]
@@ -91,7 +92,7 @@ def _compress(x, y, gains, ring, sums, gain, pos, threshold, attenuation, attack
             p += m
             if p == width:
                 p = 0
-                s = _window_sum(ring[c])  # exact recompute once per window: no drift
+                s = _window_sum(ring[c], acc)  # exact recompute once per window: no drift
         sums[c] = s
         gain[c] = g
     pos[0] = (pos[0] + n) % width
@@ -157,22 +158,19 @@ class Compressor(Stage):
         self._gains_buffer = self.gains
         super().__init__()
 
-    def _allocate(self, channels: int) -> None:
+    def _start(self, channels: int) -> None:
         self._ring = np.zeros((channels, self.window))
         self._sums = np.zeros(channels)
         self._gain = np.ones(channels)
         self._pos = np.zeros(1, np.int64)
+        self._acc = np.zeros(8)
+        self.gains = np.ones((0, 0))
 
-    def _reset(self) -> None:
-        self.gains = np.ones((0, 0))  # state itself is rebuilt by _allocate on the next block
-
-    def _process_block(self, x: np.ndarray) -> np.ndarray:
-        y = np.empty_like(x)
+    def _step(self, x: np.ndarray, out: np.ndarray) -> None:
         if self._gains_buffer.shape != x.shape:
             self._gains_buffer = np.empty(x.shape)
         self.gains = self._gains_buffer
         _compress(
-            x, y, self.gains, self._ring, self._sums, self._gain, self._pos,
+            x, out, self.gains, self._ring, self._sums, self._gain, self._pos, self._acc,
             self.threshold, self.attenuation, self.attack, self.release, self.makeup_gain,
         )
-        return y

@@ -41,15 +41,15 @@ def crossover_block(n_taps: int) -> float:
 
 
 @njit(cache=True, fastmath={"reassoc", "contract"})
-def _fir_direct(x, taps_rev, hist, out):
+def _fir_direct(x, taps_rev, hist, out, work):
     """Direct-form FIR over one block, updating the input history in place.
 
     x: (1 or C, n) float32 (one row is shared by all outputs); taps_rev: (C, m)
-    float64, taps reversed; hist: (C, m - 1) float64, last inputs; out: (C, n).
+    float64, taps reversed; hist: (C, m - 1) float64, last inputs; out: (C, n);
+    work: (m - 1 + n,) float64 scratch (the caller keeps it between blocks).
     """
     n_ch, m = taps_rev.shape
     n = x.shape[1]
-    work = np.empty(m - 1 + n)
     for c in range(n_ch):
         row = 0 if x.shape[0] == 1 else c
         for i in range(m - 1):
@@ -63,6 +63,11 @@ def _fir_direct(x, taps_rev, hist, out):
             out[c, i] = acc
         for i in range(m - 1):
             hist[c, i] = work[n + i]
+
+
+def fir_work(work: np.ndarray, n_taps: int, n: int) -> np.ndarray:
+    """``work`` if it is long enough for ``_fir_direct`` with ``n_taps`` taps and ``n`` samples, else a new one that is."""
+    return work if work.size >= n_taps - 1 + n else np.empty(n_taps - 1 + n)
 
 
 class FirFilter(Stage):
@@ -89,6 +94,7 @@ class FirFilter(Stage):
         self.method = method
         self.latency = int(latency)
         self._spectra: dict[int, np.ndarray] = {}
+        self._work = np.empty(0)  # the direct method's scratch, sized for the last block length
         super().__init__()
 
     @property
@@ -98,10 +104,14 @@ class FirFilter(Stage):
     def out_channels(self, in_channels: int) -> int:
         return self.taps.shape[0] if self.per_channel else in_channels
 
-    def _allocate(self, channels: int) -> None:
+    @property
+    def tail(self) -> int:
+        """``n_taps - 1``: the last input sample reaches the output that many samples later."""
+        return self.n_taps - 1
+
+    def _start(self, channels: int) -> None:
         n_out = self.taps.shape[0]
         if self.per_channel and channels not in (1, n_out):
-            self._channels = None  # let a correctly shaped block through next time
             raise BlockShapeError(
                 f"audio block has {channels} channels; expected 1 (fanned out) or {n_out} (one per filter)"
             )
@@ -111,18 +121,15 @@ class FirFilter(Stage):
         self._hist = np.zeros((bank.shape[0], self.n_taps - 1))
         self._spectra.clear()
 
-    def _reset(self) -> None:
-        pass  # the base class forgets the channel count, so _allocate rebuilds the state
-
-    def _process_block(self, x: np.ndarray) -> np.ndarray:
+    def _step(self, x: np.ndarray, out: np.ndarray) -> None:
         n = x.shape[1]
         use_fft = self.method == "fft" or (self.method == "auto" and n >= crossover_block(self.n_taps))
         if use_fft:
-            parts = [self._overlap_save(x[:, i : i + _FFT_CHUNK]) for i in range(0, n, _FFT_CHUNK)]
-            return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
-        out = np.empty((self._bank.shape[0], n), np.float32)
-        _fir_direct(x, self._bank_rev, self._hist, out)
-        return out
+            for i in range(0, n, _FFT_CHUNK):
+                self._overlap_save(x[:, i : i + _FFT_CHUNK], out[:, i : i + _FFT_CHUNK])
+            return
+        self._work = fir_work(self._work, self.n_taps, n)
+        _fir_direct(x, self._bank_rev, self._hist, out, self._work)
 
     # -- FFT overlap-save -------------------------------------------------
     def _segment_fft_size(self) -> int:
@@ -137,7 +144,7 @@ class FirFilter(Stage):
             spec = self._spectra[nfft] = np.fft.rfft(self._bank, nfft, axis=-1)
         return spec
 
-    def _overlap_save(self, x: np.ndarray) -> np.ndarray:
+    def _overlap_save(self, x: np.ndarray, out: np.ndarray) -> None:
         n_ch, m = self._bank.shape
         n = x.shape[1]
         keep = m - 1
@@ -156,4 +163,4 @@ class FirFilter(Stage):
             frames = np.lib.stride_tricks.sliding_window_view(ext, nfft, axis=-1)[:, ::step]
         spec = np.fft.rfft(frames, axis=-1) * self._spectrum(nfft)[:, None, :]
         y = np.fft.irfft(spec, nfft, axis=-1)[..., keep:]
-        return y.reshape(n_ch, -1)[:, :n].astype(np.float32)
+        out[:] = y.reshape(n_ch, -1)[:, :n]

@@ -175,13 +175,10 @@ class StreamingEnhancer(Stage):
         model, meta = load_checkpoint(path)
         return model, stored_dry_mix(path, meta) if dry_mix is None else dry_mix
 
-    def _allocate(self, channels: int) -> None:
+    def _start(self, channels: int) -> None:
         hint = self.block_size or 0
         self._frames = min(MAX_FRAMES_PER_STEP, max(1, -(-hint // self.hop) + 1))
         self._engine.reset(channels, self._frames)
-
-    def _reset(self) -> None:
-        pass  # state is sized and zeroed by _allocate on the next block
 
     def cln_statistics(self) -> np.ndarray:
         """Running cLN ``(mean, variance)`` of every cLN layer now, float64 ``(layers, channels, 2)``.
@@ -201,7 +198,7 @@ class StreamingEnhancer(Stage):
         var = sums[..., 1] / (neff * channels) - mean**2
         return np.stack([mean, var], axis=-1)
 
-    def _process_block(self, x: np.ndarray) -> np.ndarray:
+    def _step(self, x: np.ndarray, out: np.ndarray) -> None:
         L, S = self.cfg.L, self.hop
         n = x.shape[1]
         held = int(self._engine.io.count[0])  # input samples not yet framed
@@ -215,9 +212,7 @@ class StreamingEnhancer(Stage):
         if frames > self._frames and self._frames < MAX_FRAMES_PER_STEP:  # a longer block: larger buffers
             self._frames = min(frames, MAX_FRAMES_PER_STEP)
             self._engine.resize(self._frames)
-        out = np.empty(x.shape, np.float32)
         self._engine.process(x, out)
-        return out
 
 
 def _is_int(v) -> bool:

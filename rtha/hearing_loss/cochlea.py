@@ -267,12 +267,12 @@ class CochleaBank:
         self._ring_f = np.zeros((n, self._ring_size))
         self._t = 0
 
-    def process(self, x: np.ndarray) -> np.ndarray:
-        out = np.zeros((self.n_ears, x.shape[1]))
+    def process(self, x: np.ndarray, out: np.ndarray) -> None:
+        """``x (ears, n)`` float64 smeared input -> ``out (ears, n)`` float64, what each ear hears."""
+        out[:] = 0.0
         _cochlea(
             x, out, self._ear, self._gt, self._hp, self._has_hp, self._env, self._modes, self._lengths,
             self._advances, self._delays, self._expo, 1.0 / self.env_max, self.env_max,
             self._gt_z, self._hp_z, self._env_z, self._acc, self._phase, self._ring_g, self._ring_f, self._t,
         )
         self._t += x.shape[1]
-        return out

@@ -80,9 +80,8 @@ class ListeningPath(Stage):
     def out_channels(self, in_channels: int) -> int:
         return 2
 
-    def _allocate(self, channels: int) -> None:
+    def _start(self, channels: int) -> None:
         if channels not in (1, 2):
-            self._channels = None
             raise BlockShapeError(f"audio block has {channels} channels; expected 1 (fed to both ears) or 2 (left, right)")
         self.simulator.reset()
         if self.chain is not None:
@@ -93,12 +92,10 @@ class ListeningPath(Stage):
             self._pending = np.zeros((channels, 0), np.float32)  # at the chain's rate, short of a block
             self._queue = np.zeros((2, self.bridge), np.float32)  # heard output waiting for its turn
 
-    def _reset(self) -> None:
-        pass  # the base class forgets the channel count, so _allocate rebuilds the state
-
-    def _process_block(self, x: np.ndarray) -> np.ndarray:
+    def _step(self, x: np.ndarray, out: np.ndarray) -> None:
         if self.chain is None:
-            return self.simulator.process_block(x)
+            out[:] = self.simulator.process_block(x)
+            return
         n = x.shape[1]
         pending = np.concatenate((self._pending, x if self._down is None else self._down.process(x)), axis=1)
         whole = pending.shape[1] // self.chain_block * self.chain_block
@@ -108,8 +105,8 @@ class ListeningPath(Stage):
             aided = np.concatenate(aided, axis=1)
             heard = self.simulator.process_block(aided if self._up is None else self._up.process(aided))
             self._queue = np.concatenate((self._queue, heard), axis=1)
-        out, self._queue = self._queue[:, :n], self._queue[:, n:]
-        return out
+        out[:] = self._queue[:, :n]
+        self._queue = self._queue[:, n:]
 
 
 class HearingModes(Stage):
@@ -156,16 +153,14 @@ class HearingModes(Stage):
     def out_channels(self, in_channels: int) -> int:
         return 2
 
-    def _reset(self) -> None:
+    def _start(self, channels: int) -> None:
         for path in self.paths.values():
             path.reset()
 
-    def _process_block(self, x: np.ndarray) -> np.ndarray:
+    def _step(self, x: np.ndarray, out: np.ndarray) -> None:
         mode = self.requested
         if mode != self.mode:
             if mode != "bypass":
                 self.paths[mode].reset()
             self.mode = mode
-        if mode == "bypass":
-            return np.repeat(x, 2, axis=0) if x.shape[0] == 1 else x
-        return self.paths[mode].process_block(x)
+        out[:] = x if mode == "bypass" else self.paths[mode].process_block(x)  # a mono input feeds both ears

@@ -37,7 +37,7 @@ import numpy as np
 
 from ..audiogram import CHALLENGE_LEVEL_DB_SPL, Audiogram, Listener
 from ..dsp.errors import DspParameterError
-from ..dsp.fir import _fir_direct
+from ..dsp.fir import _fir_direct, fir_work
 from ..stage import BlockShapeError, Stage
 from . import smearing
 from .cochlea import CochleaBank
@@ -118,28 +118,27 @@ class HearingLossSimulator(Stage):
         self._out_rev = np.ascontiguousarray(taps_out[:, ::-1])
         self.alignment = smearing.HOP - 1 + self._cochlea.latency
         self.latency = (taps_in.size - 1) // 2 + smearing.LATENCY + self._cochlea.latency + (taps_out.shape[1] - 1) // 2
+        self._at_cochlea = self._heard = np.empty((2, 0))  # per-block scratch, float64
+        self._work = np.empty(0)
         super().__init__()
 
     def out_channels(self, in_channels: int) -> int:
         return 2
 
-    def _allocate(self, channels: int) -> None:
+    def _start(self, channels: int) -> None:
         if channels not in (1, 2):
-            self._channels = None  # let a correctly shaped block through next time
             raise BlockShapeError(f"audio block has {channels} channels; expected 1 (fed to both ears) or 2 (left, right)")
         self._in_hist = np.zeros((2, self._in_rev.shape[1] - 1))
         self._out_hist = np.zeros((2, self._out_rev.shape[1] - 1))
         self._smearer.reset()
         self._cochlea.reset()
 
-    def _reset(self) -> None:
-        pass  # the base class forgets the channel count, so _allocate rebuilds the state
-
-    def _process_block(self, x: np.ndarray) -> np.ndarray:
+    def _step(self, x: np.ndarray, out: np.ndarray) -> None:
         n = x.shape[1]
-        at_cochlea = np.empty((2, n))
-        _fir_direct(x, self._in_rev, self._in_hist, at_cochlea)
-        heard = self._cochlea.process(self._smearer.process(at_cochlea))
-        y = np.empty((2, n), np.float32)
-        _fir_direct(heard, self._out_rev, self._out_hist, y)
-        return y
+        if self._at_cochlea.shape[1] != n:  # scratch for this block length, kept for the next blocks
+            self._at_cochlea = np.empty((2, n))
+            self._heard = np.empty((2, n))
+        self._work = fir_work(self._work, max(self._in_rev.shape[1], self._out_rev.shape[1]), n)
+        _fir_direct(x, self._in_rev, self._in_hist, self._at_cochlea, self._work)
+        self._cochlea.process(self._smearer.process(self._at_cochlea), self._heard)
+        _fir_direct(self._heard, self._out_rev, self._out_hist, out, self._work)
