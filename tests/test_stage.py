@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from rtha.chain import Chain
-from rtha.stage import BlockDtypeError, BlockShapeError, Bypass, SoftClip, Stage
+from rtha.stage import BlockDtypeError, BlockShapeError, Bypass, SoftClip, Stage, process_with_tail
 
 
 class Accumulate(Stage):
@@ -54,3 +54,30 @@ def test_bypass_is_the_identity_stage():
     b.reset()
     y = b.process_block(np.array([[np.nan, 0.5]]))  # a new channel count after reset; NaN -> 0, counted
     assert np.array_equal(y, [[0.0, 0.5]]) and b.nonfinite_count == 1
+
+
+def test_tail_and_process_with_tail_give_the_full_convolution():
+    from rtha.dsp import FirFilter
+
+    rng = np.random.default_rng(2)
+    taps = rng.standard_normal((2, 17))
+    x = rng.standard_normal((2, 300)).astype(np.float32)
+    chain = Chain(FirFilter(taps), Accumulate(), SoftClip())
+    assert FirFilter(taps).tail == 16 and chain.tail == 16 + 1 + 0
+    y = process_with_tail(FirFilter(taps), x)
+    full = [np.convolve(x[c].astype(np.float64), taps[c]) for c in range(2)]
+    np.testing.assert_allclose(y, full, rtol=0, atol=1e-6)
+    assert process_with_tail(chain, x, then=5).shape == (2, 300 + 17 + 5)
+
+
+def test_reset_forgets_the_state_whatever_the_channel_count():
+    x = np.random.default_rng(3).standard_normal((2, 50)).astype(np.float32)
+    chain = Chain(Accumulate(), SoftClip())
+    first = chain.process_block(x)
+    chain.process_block(x)
+    chain.reset()
+    np.testing.assert_array_equal(chain.process_block(x), first)  # no stale running sum
+    chain.reset()
+    assert chain.process_block(x[:1]).shape == (1, 50)  # a new channel count after a reset
+    with pytest.raises(BlockShapeError, match="expected 1"):
+        chain.process_block(x)  # ... which then holds until the next reset

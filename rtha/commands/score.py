@@ -119,7 +119,9 @@ def _score(args, console):
     from ..data.clarity import ClarityDataset
     from ..enhance import default_model_path
     from ..errors import RthaError
-    from ..score.config import ScoreSettings, config_hash, model_info, parse_systems, system_configurations
+    from ..score.config import (
+        ScoreSettings, config_hash, model_info, parse_systems, system_configurations, uses_enhancer, uses_external,
+    )
     from ..score.pairs import parse_shard
     from ..score.run import score_split
 
@@ -127,10 +129,11 @@ def _score(args, console):
         systems = parse_systems(args.systems)
     else:
         systems = ("external", "unprocessed") if args.enhanced_dir else ("enhanced", "unprocessed")
-    if "external" in systems and args.enhanced_dir is None:
+    enhancer = uses_enhancer(systems)
+    if uses_external(systems) and args.enhanced_dir is None:
         raise RthaError("system 'external' needs --enhanced-dir DIR with {scene}_{listener}_enhanced.wav files")
     if args.enhanced_dir is not None:
-        if "external" not in systems:
+        if not uses_external(systems):
             raise RthaError("--enhanced-dir is scored as system 'external'; add it to --systems")
         if not args.enhanced_dir.is_dir():
             raise RthaError(f"--enhanced-dir {args.enhanced_dir}: folder not found")
@@ -145,10 +148,10 @@ def _score(args, console):
     shard = parse_shard(args.shard) if args.shard else None
     if args.root.exists() and not args.root.is_dir():
         raise RthaError(f"ROOT {args.root} is a file; expected the dataset folder (holding metadata/ and SPLIT/scenes/)")
-    ClarityDataset(args.root, args.split)  # a missing root or split fails here, before the model loads
+    dataset = ClarityDataset(args.root, args.split)  # a missing root or split fails here, before the model loads
 
     model = None
-    if "enhanced" in systems:
+    if enhancer:
         model = model_info(args.model or default_model_path())
     elif args.rate is None:
         try:  # the chain runs at the model's rate even when no system uses the model
@@ -162,14 +165,14 @@ def _score(args, console):
         rate=args.rate or model["sample_rate"],
         nfir=args.nfir,
         nalr_phase="linear" if args.linear_phase else "minimum",
-        model_path=model["path"] if model and "enhanced" in systems else None,
-        dry_mix=dry_mix_from_args(args, model["metadata"], model["path"]) if model and "enhanced" in systems else None,
+        model_path=model["path"] if enhancer else None,
+        dry_mix=dry_mix_from_args(args, model["metadata"], model["path"]) if enhancer else None,
         enhanced_dir=str(args.enhanced_dir) if args.enhanced_dir else None,
     )
     configurations = system_configurations(settings, model)
     configs = {s: config_hash(c) for s, c in configurations.items()}
     result = score_split(
-        settings, configs, args.out, jobs=args.jobs, shard=shard, limit=args.limit,
+        settings, configs, args.out, dataset, jobs=args.jobs, shard=shard, limit=args.limit,
         force=args.force, progress=not args.no_progress,
     )
     per_min = 60 * result.pairs_scored / result.seconds if result.pairs_scored else 0.0
@@ -181,6 +184,6 @@ def _score(args, console):
         "dataset": {"root": settings.root, "split": settings.split, "shard": args.shard, "pairs": result.pairs_total},
         "run": {"pairs_scored": result.pairs_scored, "seconds": result.seconds, "jobs": args.jobs},
         "chain": configurations,
-        "model_metadata": model["metadata"] if model and "enhanced" in systems else None,
+        "model_metadata": model["metadata"] if enhancer else None,
     }
     return result.rows, context

@@ -16,8 +16,40 @@ from pathlib import Path
 from ..audiogram import CHALLENGE_LEVEL_DB_SPL
 from ..errors import RthaError
 
-#: Systems rtha can score; ``unprocessed`` is the baseline of the paired differences.
-SYSTEMS = ("enhanced", "unprocessed", "external")
+
+@dataclass(frozen=True)
+class System:
+    """One system rtha can score: where its input comes from and whether the enhancer runs on it.
+
+    Every system then goes through the listener's amplification (NAL-R ->
+    compressor -> tanh) at the scoring rate.
+    """
+
+    name: str
+    enhancer: bool = False  # the mix goes through the enhancer first (needs a model)
+    external: bool = False  # the input is --enhanced-dir's {scene}_{listener}_enhanced.wav, not the mix
+    description: str = ""
+
+
+#: Systems rtha can score, by name; ``unprocessed`` is the baseline of the paired differences.
+SYSTEMS = {
+    s.name: s
+    for s in (
+        System("enhanced", enhancer=True, description="enhancer -> NAL-R -> compressor -> tanh"),
+        System("unprocessed", description="NAL-R -> compressor -> tanh, the challenge baseline"),
+        System("external", external=True, description="--enhanced-dir files through the same amplification"),
+    )
+}
+
+
+def uses_enhancer(systems) -> bool:
+    """Whether any of the named systems runs the enhancer."""
+    return any(SYSTEMS[name].enhancer for name in systems)
+
+
+def uses_external(systems) -> bool:
+    """Whether any of the named systems reads --enhanced-dir files."""
+    return any(SYSTEMS[name].external for name in systems)
 SEEDING = (
     "per (scene, listener, system): numpy RandomState(int(md5(scene).hexdigest(), 16) % 10**8), "
     "drawn by HASPI left, HASPI right, HASQI left, HASQI right in that order "
@@ -114,19 +146,17 @@ def system_configurations(settings: ScoreSettings, model: dict | None) -> dict[s
         "seeding": SEEDING,
     }
     out = {}
-    for system in settings.systems:
-        if system == "enhanced":
-            assert model is not None
-            front = {
-                "input": "mix_CH1",
-                "enhancer": {k: model[k] for k in ("path", "sha256", "sample_rate", "config")},
-                "dry_mix": settings.dry_mix,
-            }
-        elif system == "external":
+    for name in settings.systems:
+        system = SYSTEMS[name]
+        if system.external:
             front = {"input": f"{settings.enhanced_dir}/{{scene}}_{{listener}}_enhanced.wav"}
         else:
             front = {"input": "mix_CH1"}
-        out[system] = {**front, **amplification}
+        if system.enhancer:
+            assert model is not None
+            front["enhancer"] = {k: model[k] for k in ("path", "sha256", "sample_rate", "config")}
+            front["dry_mix"] = settings.dry_mix
+        out[name] = {**front, **amplification}
     return out
 
 

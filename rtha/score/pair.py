@@ -25,7 +25,8 @@ from ..data.clarity import ClarityDataset
 from ..dsp import default_nfir
 from ..dsp.resample import resample
 from ..errors import RthaError
-from .config import ScoreSettings
+from ..stage import process_with_tail
+from .config import SYSTEMS, ScoreSettings, System, uses_enhancer
 from .results import ScoreRow
 
 
@@ -74,16 +75,18 @@ class PairScorer:
     one process scoring alone; 1 in each worker of a pool).
     """
 
-    def __init__(self, settings: ScoreSettings, configs: dict[str, str], metric_threads: int | None = None) -> None:
+    def __init__(self, settings: ScoreSettings, configs: dict[str, str], metric_threads: int | None = None,
+                 dataset: ClarityDataset | None = None) -> None:
         self.settings = settings
         self.configs = configs
         self.metric_threads = metric_threads
-        self.nfir = settings.nfir if settings.nfir is not None else default_nfir(settings.rate)
-        self.dataset = ClarityDataset(settings.root, settings.split)
+        nfir = settings.nfir if settings.nfir is not None else default_nfir(settings.rate)
+        self.amplification_tail = nfir  # NalrFilter.tail (taps - 1); the compressor and tanh add none
+        self.dataset = dataset if dataset is not None else ClarityDataset(settings.root, settings.split)
         self.enhancer = None
         self._scene: str | None = None
         self._kept: dict = {}  # what the listeners of self._scene share
-        if "enhanced" in settings.systems:
+        if uses_enhancer(settings.systems):
             from ..enhance import StreamingEnhancer
 
             self.enhancer = StreamingEnhancer(settings.model_path, threads=1, dry_mix=settings.dry_mix)
@@ -115,45 +118,46 @@ class PairScorer:
 
         return self._shared(scene, "reference", make)
 
-    def enhanced(self, scene: str, mix) -> tuple[np.ndarray, int, int]:
-        """The enhancer's output for the scene's ``mix = (audio, fs)``, flushed: ``(audio, fs, amplification flush)``.
+    def enhanced(self, scene: str, mix) -> np.ndarray:
+        """The enhancer's output for the scene's ``mix = (audio, fs)`` at the scoring rate, flushed.
 
-        At the scoring rate the input is flushed through the enhancer with the
-        enhancer's latency plus the NAL-R order, as through the whole chain,
-        and the amplification needs no more zeros; at another rate the enhancer
-        is flushed for its own latency and the amplification for the NAL-R order.
+        Computed once per scene (its listeners share it); flushed as
+        :meth:`system_input` says. At the scoring rate the enhancer and the
+        amplification flush as one chain: the mix gets both tails. At another
+        rate the enhancer gets its own tail, and the amplification's zeros
+        follow its resampled output.
         """
 
         def make():
-            s, enhancer = self.settings, self.enhancer
             x, fs = mix
-            if int(enhancer.fs) != s.rate:
-                y = enhancer.process(_flushed(resample(x, fs, int(enhancer.fs)), enhancer.latency))
-                return resample(y, int(enhancer.fs), s.rate), s.rate, self.nfir
-            return enhancer.process(_flushed(resample(x, fs, s.rate), self.nfir + enhancer.latency)), s.rate, 0
+            rate, enhancer_fs = self.settings.rate, int(self.enhancer.fs)
+            if enhancer_fs == rate:
+                return process_with_tail(self.enhancer, resample(x, fs, rate), then=self.amplification_tail)
+            y = process_with_tail(self.enhancer, resample(x, fs, enhancer_fs))
+            return _flushed(resample(y, enhancer_fs, rate), self.amplification_tail)
 
         return self._shared(scene, "enhanced", make)
 
-    def system_output(self, system: str, scene: str, listener_id: str, listener, mix) -> np.ndarray:
-        """The hearing-aid output ``(2, samples + flush)`` float64 at the chain rate for one system.
+    def system_input(self, system: System, scene: str, listener_id: str, mix) -> np.ndarray:
+        """What ``system`` feeds the amplification: ``(2, samples + flush)`` float32 at the scoring rate.
 
-        The input is followed by zeros that flush the chain (the enhancer's
-        latency plus the NAL-R filter order), so the output holds all of the
-        signal, as ``np.convolve``'s full output does in the challenge's evaluation.
+        Every input is followed by the zeros that flush all that runs after it
+        at its rate (each stage's ``tail``: the enhancer's latency, the NAL-R
+        filter order), so the output holds all of the signal, as
+        ``np.convolve``'s full output does in the challenge's evaluation.
         """
+        if system.enhancer:
+            return self.enhanced(scene, mix)
+        x, fs = read_external(self.settings.enhanced_dir, scene, listener_id) if system.external else mix
+        return _flushed(resample(x, fs, self.settings.rate), self.amplification_tail)
+
+    def system_output(self, system: str, scene: str, listener_id: str, listener, mix) -> np.ndarray:
+        """The hearing-aid output ``(2, samples + flush)`` float64 at the scoring rate for the system named ``system``."""
         from ..hearing_aid import hearing_aid_chain
 
         s = self.settings
-        if system == "external":
-            x, fs = read_external(s.enhanced_dir, scene, listener_id)
-            tail = self.nfir
-        elif system == "enhanced":
-            x, fs, tail = self.enhanced(scene, mix)  # enhancer -> (the listener's amplification)
-        else:
-            x, fs = mix
-            tail = self.nfir
         amplification = hearing_aid_chain(listener, s.rate, nalr_phase=s.nalr_phase, nfir=s.nfir)
-        return amplification.process(_flushed(resample(x, fs, s.rate), tail)).astype(np.float64)
+        return amplification.process(self.system_input(SYSTEMS[system], scene, listener_id, mix)).astype(np.float64)
 
     def score(self, scene: str, listener_id: str, systems) -> list[ScoreRow]:
         """Rows for ``systems`` of one pair (metric noise re-seeded from the scene name per system)."""
@@ -162,7 +166,8 @@ class PairScorer:
         s = self.settings
         listener = self.listener(scene, listener_id)
         ref = self.reference(scene)
-        mix = self._shared(scene, "mix", lambda: self.dataset.read(scene, "mix")) if set(systems) - {"external"} else None
+        reads_mix = not all(SYSTEMS[name].external for name in systems)
+        mix = self._shared(scene, "mix", lambda: self.dataset.read(scene, "mix")) if reads_mix else None
         rows = []
         for system in systems:
             out = self.system_output(system, scene, listener_id, listener, mix)

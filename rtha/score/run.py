@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from ..errors import RthaError
-from .config import ScoreSettings
+from .config import ScoreSettings, uses_enhancer
 from .pairs import scene_listener_pairs, select_shard
 from .results import ScoreRow, ScoreWriter, check_configs, check_split
 
@@ -35,16 +35,16 @@ class RunResult:
     seconds: float
 
 
-def _init_worker(settings: ScoreSettings, configs: dict[str, str], metric_threads: int | None = None) -> None:
+def _init_worker(settings: ScoreSettings, configs: dict[str, str], dataset, metric_threads: int | None = None) -> None:
     global _scorer
     from .pair import PairScorer  # torch, numba and BLAS read their one-thread settings from the environment
 
     try:
-        if "enhanced" in settings.systems:
+        if uses_enhancer(settings.systems):
             from ..enhance.streaming import set_threads
 
             set_threads(1)  # the enhancer streams on one thread, inline as in a worker
-        _scorer = PairScorer(settings, configs, metric_threads)
+        _scorer = PairScorer(settings, configs, metric_threads, dataset)
     except RthaError as e:  # reported with the first job instead of a pool that respawns forever
         _scorer = e
 
@@ -107,6 +107,7 @@ def score_split(
     settings: ScoreSettings,
     configs: dict[str, str],
     out,
+    dataset,
     *,
     jobs: int = 1,
     shard: tuple[int, int] | None = None,
@@ -116,13 +117,11 @@ def score_split(
 ) -> RunResult:
     """Score every pair of ``settings.split`` (or one shard of them) into the CSV ``out``.
 
-    Pairs whose rows for all ``settings.systems`` are already in ``out`` are
+    ``dataset`` is that split's :class:`~rtha.data.clarity.ClarityDataset`,
+    opened once by the caller and handed to the workers. Pairs whose rows for all ``settings.systems`` are already in ``out`` are
     skipped (resume); the others get only their missing systems. ``force``
     starts ``out`` afresh.
     """
-    from ..data.clarity import ClarityDataset
-
-    dataset = ClarityDataset(settings.root, settings.split)
     split_pairs = pairs = scene_listener_pairs(dataset.scenes_listeners)
     if shard is not None:
         pairs = select_shard(pairs, *shard)
@@ -139,14 +138,14 @@ def score_split(
             if missing:
                 todo.append((scene, listener, missing))
         rows = list(writer.existing)
-        for new in _run_jobs(settings, configs, todo, jobs, progress):
+        for new in _run_jobs(settings, configs, dataset, todo, jobs, progress):
             for row in new:
                 writer.write(row)
             rows.extend(new)
     return RunResult(rows, len(pairs), len(todo), time.perf_counter() - start)
 
 
-def _run_jobs(settings, configs, todo, jobs, progress):
+def _run_jobs(settings, configs, dataset, todo, jobs, progress):
     """Yield each scene's rows as it finishes (inline for one job, else a spawned pool)."""
     if not todo:
         return
@@ -156,13 +155,13 @@ def _run_jobs(settings, configs, todo, jobs, progress):
     jobs = max(1, min(jobs, len(work)))
     with bar or _nothing():
         if jobs == 1:
-            _init_worker(settings, configs)
+            _init_worker(settings, configs, dataset)
             results = map(_score_job, work)
             pool = None
         else:
             with _single_thread_env():
                 # One thread per worker: the metrics' own threads only for a single job.
-                pool = multiprocessing.get_context("spawn").Pool(jobs, _init_worker, (settings, configs, 1))
+                pool = multiprocessing.get_context("spawn").Pool(jobs, _init_worker, (settings, configs, dataset, 1))
             results = pool.imap_unordered(_score_job, work)
         try:
             for status, value in results:
