@@ -3,6 +3,7 @@
     python tools/bench_dsp.py              # rich tables (~1 min on 2 cores)
     python tools/bench_dsp.py --json       # one JSON object
     python tools/bench_dsp.py --crossover  # also measure the direct/FFT crossover of FirFilter
+    python tools/bench_dsp.py --against DIR  # the chain row here vs rtha in DIR (a `git worktree`), side by side
 
 Per-block cost: a stereo stream (moderate-loss listener, both ears) cut into
 blocks of 16/32/64/128 samples at 16 kHz and 44.1 kHz; the figure is the best
@@ -40,7 +41,9 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import numpy as np  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# RTHA_SOURCE: import rtha from another checkout (--against runs this file with it set to a `git worktree`)
+SOURCE = Path(os.environ.get("RTHA_SOURCE") or Path(__file__).resolve().parents[1]).resolve()
+sys.path.insert(0, str(SOURCE))
 
 from rtha.audiogram import PRESETS  # noqa: E402
 from rtha.dsp import Compressor, FirFilter, NalrFilter  # noqa: E402
@@ -86,6 +89,44 @@ def block_costs() -> list[dict]:
                 us = _per_block_us(stage, x, block)
                 rows.append(dict(stage=name, fs=fs, block=block, us_per_block=us, budget_pct=100 * us * 1e-6 * fs / block))
     return rows
+
+
+def chain_block_us(block_ms: float = 4.0, seconds: float = 2.0, passes: int = 5) -> dict:
+    """CPU time per block of ``rtha replay --no-enhancer``'s chain: moderate listener, 16 kHz, mono in, 4 ms blocks.
+
+    This thread's CPU time (what other processes on a shared machine do not
+    inflate), best of ``passes`` passes over ``seconds`` of noise, in us.
+    """
+    fs = 16000
+    block = round(block_ms * fs / 1000)
+    x = (0.3 * np.random.default_rng(0).standard_normal((1, int(seconds * fs) // block * block))).astype(np.float32)
+    chain = hearing_aid_chain(PRESETS["moderate"], fs)
+    blocks = [np.ascontiguousarray(x[:, i : i + block]) for i in range(0, x.shape[1], block)]
+    best = math.inf
+    for _ in range(passes):
+        chain.reset()
+        chain.process_block(blocks[0])
+        t0 = time.thread_time()
+        for b in blocks:
+            chain.process_block(b)
+        best = min(best, (time.thread_time() - t0) / len(blocks))
+    return dict(fs=fs, block=block, us_per_block=best * 1e6, source=str(SOURCE))
+
+
+def compare_chain(other: Path, rounds: int = 5) -> dict:
+    """:func:`chain_block_us` here and with rtha from ``other``, in alternating subprocesses; best of ``rounds`` each."""
+    import subprocess
+
+    runs: dict[str, list[float]] = {"this": [], "other": []}
+    for _ in range(rounds):
+        for key, src in (("other", other), ("this", SOURCE)):
+            out = subprocess.run(
+                [sys.executable, __file__, "--chain-only"], env={**os.environ, "RTHA_SOURCE": str(src)},
+                capture_output=True, text=True, check=True,
+            ).stdout
+            runs[key].append(json.loads(out)["chain_block_us"]["us_per_block"])
+    this, before = min(runs["this"]), min(runs["other"])
+    return dict(this_us=this, other_us=before, other=str(other), ratio=this / before, rounds=rounds, runs=runs)
 
 
 def _python_compressor(x: list[float], fs: float, threshold=0.35, attenuation=0.1, attack_ms=50.0, release_ms=1000.0, window_s=0.064):
@@ -243,6 +284,8 @@ def _print_tables(result: dict) -> None:
             f"{r['wall_rtf']:.3f}", str(r["latency_samples"]), f"{r['latency_ms']:.1f}",
         )
     console.print(t)
+    c = result["chain_block_us"]
+    console.print(f"replay --no-enhancer chain (mono in, {c['block']} samples at {c['fs']} Hz): {c['us_per_block']:.2f} us CPU per block")
     console.print(f"load average (1 min) during the bench: {result['load_average']:.1f}")
     s = result["compressor"]
     console.print(
@@ -257,7 +300,21 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     p.add_argument("--crossover", action="store_true", help="also measure FirFilter's direct/FFT crossover")
+    p.add_argument("--chain-only", action="store_true", help="only the replay --no-enhancer chain's CPU time per 4 ms block (JSON)")
+    p.add_argument("--against", type=Path, metavar="DIR",
+                   help="compare that chain row with rtha from DIR (e.g. a `git worktree` of an older commit), side by side")
     args = p.parse_args(argv)
+    if args.chain_only:
+        print(json.dumps({"chain_block_us": chain_block_us()}))
+        return 0
+    if args.against:
+        r = compare_chain(args.against.resolve())
+        if args.json:
+            print(json.dumps(r, indent=1))
+        else:
+            print(f"replay --no-enhancer chain, 4 ms blocks at 16 kHz, CPU us per block (best of {r['rounds']} alternating runs): "
+                  f"{r['other']}: {r['other_us']:.2f}; this checkout: {r['this_us']:.2f}; ratio {r['ratio']:.3f}")
+        return 0
     speed = compressor_speedup()
     hearing_loss = hearing_loss_costs()
     moderate = next(r for r in hearing_loss if r["listener"] == "moderate")
@@ -265,6 +322,7 @@ def main(argv=None) -> int:
         compressor_speedup_vs_python=speed["speedup"],
         compressor=speed,
         block_costs=block_costs(),
+        chain_block_us=chain_block_us(),
         latency=latencies(),
         hearing_loss_rtf=moderate["rtf"],
         hearing_loss_latency_samples=moderate["latency_samples"],
