@@ -15,7 +15,7 @@ from rtha.cli import main as rtha_main
 from rtha.data.scenes import SceneConfig, generate
 from rtha.enhance import load_checkpoint
 from rtha.errors import RthaError
-from training.calibrate import OutputGain, calibrate, main as calibrate_main
+from training.calibrate import OutputGain, calibrate, main as calibrate_main, measure_gain
 from training.config import from_dict, load_config
 from training.evaluate import evaluate
 from training.train import Trainer, si_sdr, train
@@ -166,9 +166,12 @@ def test_calibrate_folds_level_and_polarity_into_the_decoder(scenes, tmp_path, c
     fixed, fixed_meta = load_checkpoint(tmp_path / "fixed.pt")
     assert fixed_meta["output_gain"] == pytest.approx(meta["output_gain"] * r["gain"])
     assert fixed_meta["calibration"]["split"] == "train" and fixed_meta["dry_mix"] == 0.25
-    assert evaluate(tmp_path / "fixed.pt", scenes, "train")["output_gain"] == pytest.approx(1.0, abs=1e-6)
+    # Calibration makes the enhancer's own output level-true; evaluate() measures it as played, dry mix in.
+    assert measure_gain(fixed, scenes, "train")[0] == pytest.approx(1.0, abs=1e-6)
+    played = evaluate(tmp_path / "fixed.pt", scenes, "train")
+    assert played["dry_mix"] == 0.25 and played["output_gain"] > 0
     # SI-SDR does not see the gain
-    assert evaluate(tmp_path / "fixed.pt", scenes, "test")["si_sdri_db"] == pytest.approx(
+    assert evaluate(tmp_path / "fixed.pt", scenes, "test", dry_mix=0)["si_sdri_db"] == pytest.approx(
         evaluate(tmp_path / "wrong.pt", scenes, "test")["si_sdri_db"], abs=1e-3)
 
     assert calibrate_main([str(tmp_path / "wrong.pt"), "--out", str(tmp_path / "fixed.pt"), "--data", str(scenes)]) == 2
@@ -244,6 +247,31 @@ def test_snr_loss_is_level_and_sign_true_and_its_models_are_not_rescaled(corpus,
     model, meta = load_checkpoint(tmp_path / "run" / "last.pt")
     assert torch.equal(model.decoder.weight, trainer.model.decoder.weight)
     assert "output_gain" not in meta and meta["valid_output_gain"] == trainer.output_gain
+
+
+def test_compressed_spectrum_loss_counts_removed_speech_worse_than_noise_left():
+    from training.losses import compressed_spectrum_snr, loss_fn
+
+    g = torch.Generator().manual_seed(4)
+    ref = torch.randn(2, 8000, generator=g)
+    quiet, loud = compressed_spectrum_snr(0.5 * ref, ref), compressed_spectrum_snr(1.5 * ref, ref)
+    assert (quiet < loud - 3).all()  # speech removed costs more than the same-sized excess
+    assert compressed_spectrum_snr(ref, ref).min() > 70
+    assert loss_fn("snr_cs")(ref, ref) < -70
+
+
+def test_training_with_a_dry_mix_ships_it_and_validates_as_played(corpus, scenes, tmp_path):
+    trainer = train(small_config(scenes, tmp_path / "run", data=dynamic(corpus), loss="snr_cs", dry_mix=0.3,
+                                 epochs=1), progress=False)
+    model, meta = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert meta["dry_mix"] == 0.3
+    played = evaluate(tmp_path / "run" / "last.pt", scenes, "dev")
+    assert played["dry_mix"] == 0.3
+    assert evaluate(tmp_path / "run" / "last.pt", scenes, "dev", dry_mix=1.0)["si_sdri_db"] == pytest.approx(0, abs=1e-3)
+    first = evaluate(tmp_path / "run" / "last.pt", scenes, "dev", max_scenes=1)  # the validation set
+    assert first["si_sdri_db"] == pytest.approx(trainer.last_metrics["valid_si_sdri_db"], abs=1e-3)
+    with pytest.raises(RthaError, match="dry_mix"):
+        small_config(scenes, tmp_path / "bad", dry_mix=1.0)
 
 
 def test_time_budget_stops_resumably(corpus, scenes, tmp_path):

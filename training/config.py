@@ -56,6 +56,7 @@ class TrainConfig:
     warmup_steps: int = 100  # linear warm-up from lr/warmup_steps
     lr_patience: int = 3  # halve the lr after this many epochs without a better validation; 0: never
     loss: str = "si_sdr"  # "snr": level and polarity learnt; "si_sdr": calibrated on export
+    dry_mix: float = 0.0  # fraction of the input in the output it is trained (and shipped) with; caps noise reduction
     weight_decay: float = 0.0
     grad_clip: float = 5.0  # max gradient L2 norm; 0: off
     epochs: int = 100
@@ -162,6 +163,8 @@ def _check(cfg: Config, where: str) -> None:
         raise RthaError(f"{where} [data] clean_fraction = {dc.clean_fraction}; expected a fraction in 0...1")
     from .losses import LOSSES
 
+    if not 0.0 <= t.dry_mix < 1.0:
+        raise RthaError(f"{where} [train] dry_mix = {t.dry_mix}; expected a fraction in 0...1 (1 excluded)")
     if t.loss not in LOSSES:
         raise RthaError(f"{where} [train] loss = {t.loss!r}; expected one of {', '.join(LOSSES)}")
     cfg.model_config()

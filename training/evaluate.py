@@ -35,8 +35,11 @@ def has_talker(scene: dict) -> bool:
 
 
 @torch.no_grad()
-def measure(model, seg: SceneSegments, device=None) -> dict:
+def measure(model, seg: SceneSegments, device=None, dry_mix: float = 0.0) -> dict:
     """SI-SDR of mixture and enhanced signal on every item of ``seg`` (mean over items).
+
+    The enhanced signal is ``(1 - dry_mix) * model(mix) + dry_mix * mix``, as
+    :class:`rtha.enhance.StreamingEnhancer` plays it.
 
     Returns ``{"scenes", "segments", "si_sdr_mix_db", "si_sdr_enhanced_db", "si_sdri_db",
     "si_sdri_noise_db", "si_sdri_talker_db", "by_snr": {band: si_sdri}, "by_interferer": {kind: si_sdri},
@@ -52,6 +55,8 @@ def measure(model, seg: SceneSegments, device=None) -> dict:
     for i in range(len(seg)):
         mix, ref = (x.to(device)[None] for x in seg[i])
         est = model(mix)[:, 0].float()
+        if dry_mix:
+            est = (1.0 - dry_mix) * est + dry_mix * mix
         gain.add(est, ref)
         a, b = si_sdr(mix, ref).item(), si_sdr(est, ref).item()
         rows.append((seg.items[i][0], a, b))
@@ -83,15 +88,20 @@ def measure(model, seg: SceneSegments, device=None) -> dict:
 
 
 def evaluate(model_path, root, split: str = "test", target: str = "target", channel: int = 1,
-             max_scenes: int | None = None, threads: int | None = None) -> dict:
+             max_scenes: int | None = None, threads: int | None = None, dry_mix: float | None = None) -> dict:
     """SI-SDR of mixture and enhanced signal against the target on a split, both ears
-    (:func:`measure`, plus ``model``, ``split`` and ``model_steps``)."""
+    (:func:`measure` with ``dry_mix``, None: the model's stored one; plus ``model``, ``split``,
+    ``model_steps`` and ``dry_mix``)."""
     if threads:
         torch.set_num_threads(threads)
     model, meta = load_checkpoint(model_path)
     seg = SceneSegments(ClarityDataset(root, split), sample_rate=model.cfg.sample_rate, target=target,
                         channel=channel, ears="both", max_scenes=max_scenes)
-    return {"model": str(model_path), "split": split, **measure(model, seg), "model_steps": meta.get("steps")}
+    from rtha.enhance.streaming import stored_dry_mix
+
+    dry = stored_dry_mix(model_path, meta) if dry_mix is None else float(dry_mix)
+    return {"model": str(model_path), "split": split, **measure(model, seg, dry_mix=dry), "model_steps": meta.get("steps"),
+            "dry_mix": dry}
 
 
 def main(argv=None) -> int:
@@ -102,12 +112,15 @@ def main(argv=None) -> int:
     p.add_argument("--target", default="target", choices=("target", "target_anechoic"))
     p.add_argument("--max-scenes", type=int, help="only the first N scenes")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1)")
+    p.add_argument("--dry-mix", type=float, help="fraction 0...1 of the input mixed back (default: the model's stored value, else 0)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = p.parse_args(argv)
     try:
         t0 = time.perf_counter()
+        if args.dry_mix is not None and not 0.0 <= args.dry_mix <= 1.0:
+            raise RthaError(f"--dry-mix {args.dry_mix}: expected a fraction in 0...1")
         r = evaluate(args.model, args.data, args.split, args.target, max_scenes=args.max_scenes,
-                     threads=args.threads)
+                     threads=args.threads, dry_mix=args.dry_mix)
         r["seconds"] = round(time.perf_counter() - t0, 1)
     except RthaError as e:
         print(f"evaluate: error: {e}", file=sys.stderr)

@@ -315,6 +315,8 @@ class Trainer:
             meta = {**self._metadata(), "output_gain": self.output_gain}
         else:
             meta = {**self._metadata(), "valid_output_gain": self.output_gain}
+        if self.cfg.train.dry_mix:
+            meta["dry_mix"] = self.cfg.train.dry_mix
         save_checkpoint(self.out / "last.pt", exported, meta)
         if best:
             save_checkpoint(self.out / "best.pt", exported, meta)
@@ -375,6 +377,9 @@ class Trainer:
         mix, target = mix.to(self.device, non_blocking=True), target.to(self.device, non_blocking=True)
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.bfloat16, enabled=self.use_amp):
             est = self.net(mix)[:, 0]
+        dry = self.cfg.train.dry_mix
+        if dry:  # trained as it plays: the input mixed back caps the noise reduction
+            est = (1.0 - dry) * est.float() + dry * mix
         loss = self.loss_fn(est.float(), target)
         if not torch.isfinite(loss):
             raise RuntimeError(f"loss became {loss.item()} at step {self.global_step}; lower the learning rate")
@@ -393,7 +398,7 @@ class Trainer:
         """:func:`training.evaluate.measure` on the validation split (rank 0 scores it all;
         float32 even on CUDA, so the numbers compare across machines)."""
         if self.dist.main:
-            r = measure(self.model, self.valid_set, self.device)
+            r = measure(self.model, self.valid_set, self.device, dry_mix=self.cfg.train.dry_mix)
         else:
             r = {}
         if self.dist.world > 1:
