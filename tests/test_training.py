@@ -272,6 +272,13 @@ def test_training_with_a_dry_mix_ships_it_and_validates_as_played(corpus, scenes
     assert first["si_sdri_db"] == pytest.approx(trainer.last_metrics["valid_si_sdri_db"], abs=1e-3)
     with pytest.raises(RthaError, match="dry_mix"):
         small_config(scenes, tmp_path / "bad", dry_mix=1.0)
+    # Resumed with another dry mix, validation measures another output: the plateau rule starts afresh.
+    more = Trainer(small_config(scenes, tmp_path / "run", data=dynamic(corpus), loss="snr_cs", dry_mix=0.1, epochs=2),
+                   resume=True, progress=False)
+    assert more.best == -math.inf and more.bad_epochs == 0 and more.global_step == trainer.global_step
+    same = Trainer(small_config(scenes, tmp_path / "run", data=dynamic(corpus), loss="snr_cs", dry_mix=0.3, epochs=2),
+                   resume=True, progress=False)
+    assert same.best == trainer.best
 
 
 def test_time_budget_stops_resumably(corpus, scenes, tmp_path):

@@ -239,6 +239,7 @@ class Trainer:
             "cpu_elapsed": self.cpu_elapsed,
             "last_metrics": self.last_metrics,
             "output_gain": self.output_gain,
+            "valid_dry_mix": self.cfg.train.dry_mix,
         }
 
     def _load_state(self, path: Path) -> None:
@@ -258,6 +259,9 @@ class Trainer:
             setattr(self, key, s[key])
         self.output_gain = s.get("output_gain", 1.0)  # runs saved before calibration existed
         self.cpu_elapsed = s.get("cpu_elapsed", 0.0)  # runs saved before CPU time was counted
+        if s.get("valid_dry_mix", 0.0) != self.cfg.train.dry_mix:
+            # Validation now measures another output: the old best is no yardstick for the plateau rule.
+            self.best, self.bad_epochs = -math.inf, 0
         self._truncate_log()
 
     def _truncate_log(self) -> None:
