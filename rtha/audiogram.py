@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import RthaError
+from .errors import RthaError, read_text
 
 #: Audiometric frequencies of the Clarity listener files (Hz).
 CLARITY_CFS = (250, 500, 1000, 2000, 3000, 4000, 6000, 8000)
@@ -155,12 +155,9 @@ PRESETS: dict[str, Listener] = {
 def load_listeners(path) -> dict[str, Listener]:
     """Read a Clarity ``listeners.json``; returns ``{listener id: Listener}``."""
     path = Path(path)
+    text = read_text(path, "listeners file", AudiogramError)
     try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise AudiogramError(f"{path}: listeners file not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise AudiogramError(f"{path}: cannot read listeners file ({e})") from None
+        data = json.loads(text)
     except json.JSONDecodeError as e:
         raise AudiogramError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}); expected a Clarity listeners.json") from None
     if not isinstance(data, dict) or not data:

@@ -26,7 +26,7 @@ import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from rtha.errors import RthaError
+from rtha.errors import RthaError, read_text
 
 
 @dataclass
@@ -173,12 +173,9 @@ def _check(cfg: Config, where: str) -> None:
 def load_config(path) -> Config:
     """Read and check a training TOML file."""
     path = Path(path)
+    text = read_text(path, "training config")
     try:
-        d = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise RthaError(f"training config {path} not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise RthaError(f"{path}: cannot read ({e})") from None
+        d = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise RthaError(f"{path}: not valid TOML ({e})") from None
     return from_dict(d, str(path))
