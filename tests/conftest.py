@@ -60,23 +60,19 @@ def jack_server():
     if r.returncode != 0:
         lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
         pytest.skip(f"JACK could not be started with tools/setup_audio.sh: {' / '.join(lines[-3:]) or 'no output'}")
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)  # this process's JACK clients and the subprocesses find the server
-    try:
-        pid = int((Path(env["AUDIO_STATE_DIR"]) / f"jackd-{JACK_SERVER}.pid").read_text())
-        yield {"server": JACK_SERVER, "rate": JACK_RATE, "period": JACK_PERIOD, "pid": pid, "env": dict(os.environ)}
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        subprocess.run(
-            ["bash", str(ROOT / "tools" / "setup_audio.sh"), "stop"],
-            env={**os.environ, **env},
-            capture_output=True,
-            timeout=60,
-        )
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in env.items():
+            mp.setenv(k, v)  # this process's JACK clients and the subprocesses find the server
+        try:
+            pid = int((Path(env["AUDIO_STATE_DIR"]) / f"jackd-{JACK_SERVER}.pid").read_text())
+            yield {"server": JACK_SERVER, "rate": JACK_RATE, "period": JACK_PERIOD, "pid": pid, "env": dict(os.environ)}
+        finally:
+            subprocess.run(
+                ["bash", str(ROOT / "tools" / "setup_audio.sh"), "stop"],
+                env={**os.environ, **env},
+                capture_output=True,
+                timeout=60,
+            )
 
 
 @pytest.fixture(scope="session")
