@@ -20,10 +20,8 @@ import hashlib
 
 import numpy as np
 
-from ..audiogram import CHALLENGE_LEVEL_DB_SPL, Listener
-from .haspi import better_ear, ear_inputs, haspi_v2_aligned, noise_rng
+from .haspi import better_ear, haspi_v2_aligned, noise_rng, stereo_metric
 from .hasqi import hasqi_v2_aligned
-from .threads import resolve_threads
 
 
 def scene_seed(scene: str) -> int:
@@ -31,15 +29,8 @@ def scene_seed(scene: str) -> int:
     return int(hashlib.md5(scene.encode("utf-8")).hexdigest(), 16) % 10**8
 
 
-def hasqi_v2_better_ear(
-    ref_lr: np.ndarray,
-    proc_lr: np.ndarray,
-    fs: float,
-    listener: Listener,
-    level_db_spl: float = CHALLENGE_LEVEL_DB_SPL,
-    rng: np.random.RandomState | None = None,
-    threads: int | None = None,
-) -> float:
+@stereo_metric
+def hasqi_v2_better_ear(inputs_lr, listener, level_db_spl, rng, threads) -> float:
     """HASQI v2 of each ear (equalisation 1); the better (higher) of the two.
 
     Args:
@@ -54,19 +45,11 @@ def hasqi_v2_better_ear(
             result and ``rng``'s final state do not depend on it (see
             :func:`~rtha.metrics.haspi.haspi_v2_better_ear`).
     """
-    threads = resolve_threads(threads)
-    return better_ear(hasqi_v2_aligned, ear_inputs(ref_lr, proc_lr, fs, threads), listener, level_db_spl, rng, threads)
+    return better_ear(hasqi_v2_aligned, inputs_lr, listener, level_db_spl, rng, threads)
 
 
-def icassp2023_score(
-    ref_lr: np.ndarray,
-    proc_lr: np.ndarray,
-    fs: float,
-    listener: Listener,
-    level_db_spl: float = CHALLENGE_LEVEL_DB_SPL,
-    rng: np.random.RandomState | None = None,
-    threads: int | None = None,
-) -> float:
+@stereo_metric
+def icassp2023_score(inputs_lr, listener, level_db_spl, rng, threads) -> float:
     """0.5 x (better-ear HASPI v2 + better-ear HASQI v2), the ICASSP 2023 challenge score.
 
     Arguments as for :func:`hasqi_v2_better_ear`; ``rng`` serves HASPI (left,
@@ -74,13 +57,10 @@ def icassp2023_score(
     the result equals the mean of ``haspi_v2_better_ear`` and
     ``hasqi_v2_better_ear`` called in that order with the same ``rng``.
     ``threads`` (None: ``min(2, os.cpu_count())``; 1: this thread only) share
-    out one call, the same numbers and final ``rng`` state for any count.
+    out one call, the same numbers and final ``rng`` state for any count;
+    each ear is resampled and aligned once, for both metrics.
     """
     rng = noise_rng(rng)
-    threads = resolve_threads(threads)
-    # Resampling and input alignment are the same for both metrics: done once per ear.
-    inputs = ear_inputs(ref_lr, proc_lr, fs, threads)
-    haspi = better_ear(haspi_v2_aligned, inputs, listener, level_db_spl, rng, threads)
-    hasqi = better_ear(hasqi_v2_aligned, inputs, listener, level_db_spl, rng, threads)
+    haspi = better_ear(haspi_v2_aligned, inputs_lr, listener, level_db_spl, rng, threads)
+    hasqi = better_ear(hasqi_v2_aligned, inputs_lr, listener, level_db_spl, rng, threads)
     return 0.5 * (haspi + hasqi)
-

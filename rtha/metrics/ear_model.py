@@ -95,10 +95,10 @@ class SignalError(RthaError, ValueError):
 
 @dataclass(frozen=True)
 class EarModelOutput:
-    """Outputs of :func:`ear_model`; all band arrays are ``(bands, samples)`` at ``fs``.
+    """Outputs of :func:`ear_model_aligned`; all band arrays are ``(bands, samples)`` at ``fs``.
 
     Attributes:
-        env: what ``env_summary`` made of the envelopes (see :func:`ear_model`),
+        env: what ``env_summary`` made of the envelopes (see :func:`ear_model_aligned`),
             its arrays stacked over all bands; by default the envelopes
             themselves, ``(ref_db, proc_db)``.
         bm: what ``bm_summary`` made of the basilar-membrane motion, stacked
@@ -612,11 +612,8 @@ def _check_signal(x, name: str) -> np.ndarray:
     return x
 
 
-def ear_model(
-    ref: np.ndarray,
-    ref_fs: float,
-    proc: np.ndarray,
-    proc_fs: float,
+def ear_model_aligned(
+    inputs: tuple[np.ndarray, np.ndarray],
     hearing_loss: np.ndarray,
     itype: int,
     level_db_spl: float,
@@ -627,17 +624,15 @@ def ear_model(
     bm_summary: Summary | None = None,
     threads: int | None = None,
 ) -> EarModelOutput:
-    """Run both signals through the auditory model (32 bands).
+    """Run both signals of an :func:`aligned_inputs` pair through the auditory model (32 bands).
 
     The bands are modelled :data:`_CHUNK` at a time and leave the model as
     the caller's per-band summaries, so neither the envelopes nor the
     basilar-membrane (BM) motion exist for all bands at once.
 
     Args:
-        ref: reference signal, ``(samples,)``, RMS 1 = ``level_db_spl`` dB SPL.
-        ref_fs: its sample rate in Hz.
-        proc: processed signal, ``(samples,)``; may be delayed against ``ref``.
-        proc_fs: its sample rate in Hz.
+        inputs: ``(ref, proc)`` from :func:`aligned_inputs` (computed once, they
+            serve every metric of the pair), RMS 1 = ``level_db_spl`` dB SPL.
         hearing_loss: loss in dB HL at :data:`AUDIOMETRIC_FREQS`, ``(6,)``
             (see :func:`hearing_loss_at_model_freqs`).
         itype: 0 = intelligibility (normal-hearing reference), 1 = quality
@@ -655,38 +650,13 @@ def ear_model(
         bm_summary: likewise for the BM motion (with the envelope in dB SL and
             the threshold noise added).  None: the BM motion is not computed (HASPI).
         threads: chunks of bands modelled concurrently on up to this many
-            threads (None: ``min(2, os.cpu_count())``; 1: one after the other);
-            the summaries must then be thread-safe.  The results and ``rng``'s
+            threads (None: ``min(2, os.cpu_count())``; 1: one after the other;
+            fewer for long signals, see :data:`_CONCURRENT_CHUNK_BYTES`); the
+            summaries must then be thread-safe.  The results and ``rng``'s
             final state are the same for any count.
 
     Returns:
         :class:`EarModelOutput`.
-    """
-    _check_itype(itype)
-    return ear_model_aligned(
-        aligned_inputs(ref, ref_fs, proc, proc_fs), hearing_loss, itype, level_db_spl, rng,
-        shift=shift, env_summary=env_summary, bm_summary=bm_summary, threads=threads,
-    )
-
-
-def ear_model_aligned(
-    inputs: tuple[np.ndarray, np.ndarray],
-    hearing_loss: np.ndarray,
-    itype: int,
-    level_db_spl: float,
-    rng: np.random.RandomState,
-    *,
-    shift: float | None = None,
-    env_summary: Summary | None = None,
-    bm_summary: Summary | None = None,
-    threads: int | None = None,
-) -> EarModelOutput:
-    """:func:`ear_model` from its :func:`aligned_inputs` (shared by metrics that score the same pair).
-
-    ``threads``: the chunks of bands are modelled concurrently on up to this
-    many threads (None: ``min(2, os.cpu_count())``; 1: one after the other;
-    fewer for long signals, see :data:`_CONCURRENT_CHUNK_BYTES`).  The
-    numbers and ``rng``'s final state do not depend on it.
     """
     _check_itype(itype)
     threads = resolve_threads(threads)

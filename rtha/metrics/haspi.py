@@ -297,19 +297,41 @@ def check_stereo(x, name: str) -> np.ndarray:
     return x
 
 
-def haspi_v2_better_ear(
-    ref_lr: np.ndarray,
-    proc_lr: np.ndarray,
-    fs: float,
-    listener: Listener,
-    level_db_spl: float = CHALLENGE_LEVEL_DB_SPL,
-    rng: np.random.RandomState | None = None,
-    threads: int | None = None,
-) -> float:
+def stereo_metric(score_inputs):
+    """Decorator: ``score_inputs(inputs_lr, listener, level_db_spl, rng, threads)``
+    becomes ``f(ref_lr, proc_lr, fs, listener, level_db_spl=CHALLENGE_LEVEL_DB_SPL, rng=None, threads=None) -> float``.
+
+    The public function checks both signals are ``(2, samples)`` (left,
+    right), resolves ``threads`` (None: ``min(2, os.cpu_count())``; 1: this
+    thread only) and resamples and aligns each ear once (:func:`ear_inputs`);
+    ``score_inputs`` scores the aligned pairs.  Name and docstring are
+    ``score_inputs``'s.
+    """
+
+    def metric(
+        ref_lr: np.ndarray,
+        proc_lr: np.ndarray,
+        fs: float,
+        listener: Listener,
+        level_db_spl: float = CHALLENGE_LEVEL_DB_SPL,
+        rng: np.random.RandomState | None = None,
+        threads: int | None = None,
+    ) -> float:
+        threads = resolve_threads(threads)
+        return score_inputs(ear_inputs(ref_lr, proc_lr, fs, threads), listener, level_db_spl, rng, threads)
+
+    for attr in ("__module__", "__name__", "__qualname__", "__doc__"):
+        setattr(metric, attr, getattr(score_inputs, attr))
+    return metric
+
+
+@stereo_metric
+def haspi_v2_better_ear(inputs_lr, listener, level_db_spl, rng, threads) -> float:
     """Better-ear HASPI v2: the larger of the left- and right-ear scores.
 
     Args:
-        ref_lr, proc_lr: ``(2, samples)``, row 0 the left ear.
+        ref_lr, proc_lr: ``(2, samples)``, row 0 the left ear, at ``fs`` Hz.
+        fs: sample rate in Hz.
         listener: audiograms of both ears.
         level_db_spl: dB SPL of RMS 1.
         rng: one stream for both ears, the left ear drawing first (as
@@ -322,8 +344,7 @@ def haspi_v2_better_ear(
             streams are positioned first, so the score and ``rng``'s final
             state are the same for any count.
     """
-    threads = resolve_threads(threads)
-    return better_ear(haspi_v2_aligned, ear_inputs(ref_lr, proc_lr, fs, threads), listener, level_db_spl, rng, threads)
+    return better_ear(haspi_v2_aligned, inputs_lr, listener, level_db_spl, rng, threads)
 
 
 def ear_inputs(ref_lr, proc_lr, fs: float, threads: int = 1) -> list[tuple[np.ndarray, np.ndarray]]:
