@@ -189,3 +189,42 @@ def test_missing_default_model_says_how_to_get_one(monkeypatch, tmp_path):
     monkeypatch.setattr(ckpt, "MODELS_DIR", tmp_path)
     with pytest.raises(RthaError, match="rtha train"):
         load_checkpoint(ckpt.default_model_path("default"))
+
+
+def test_a_context_branch_is_optional_in_files_and_starts_as_a_no_op():
+    ctx = ConvTasNetConfig(**{**SMALL.to_dict(), "ctx_window": 32, "ctx_bins": 17})
+    assert ConvTasNetConfig.from_dict(ctx.to_dict()) == ctx and ctx.window == 32
+    assert "ctx_window" not in SMALL.to_dict() and SMALL.window == SMALL.L  # files of older models unchanged
+    plain = small_model()
+    with_ctx = small_model(cfg=ctx)
+    missing, unexpected = with_ctx.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and all(k.startswith(("context", "ctx_")) for k in missing)
+    x = torch.randn(2, 999)
+    with torch.no_grad():
+        torch.testing.assert_close(with_ctx(x), plain(x), rtol=0, atol=0)
+        with_ctx.ctx_proj.weight.normal_()
+        assert (with_ctx(x) - plain(x)).abs().max() > 1e-3
+
+
+def test_the_context_analysis_is_a_hann_dft_of_the_frames_past():
+    from rtha.enhance.model import context_magnitudes, dft_bases
+
+    bases = dft_bases(64, 33)
+    x = torch.randn(64, dtype=torch.float64)
+    t = torch.arange(64, dtype=torch.float64)
+    ref = torch.fft.rfft(x * (0.5 - 0.5 * torch.cos(2 * torch.pi * (t + 0.5) / 64)))  # a symmetric Hann
+    got = bases.double() @ x
+    torch.testing.assert_close(got[:33], ref.real, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got[33:], ref.imag, rtol=1e-5, atol=1e-5)
+    mags = context_magnitudes(got.float()[None, :, None])[0, :, 0]
+    torch.testing.assert_close(mags, (ref.abs() ** 2 + 1e-8).float() ** 0.15, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "change, word",
+    [(dict(ctx_window=32), "both"), (dict(ctx_window=8, ctx_bins=3), "longer"),
+     (dict(ctx_window=32, ctx_bins=18), "bins"), (dict(ctx_window=-1, ctx_bins=3), "ctx_window")],
+)
+def test_bad_context_values_name_the_field(change, word):
+    with pytest.raises(ValueError, match=word):
+        ConvTasNetConfig(**{**SMALL.to_dict(), **change})

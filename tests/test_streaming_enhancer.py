@@ -6,6 +6,7 @@ import torch
 
 from rtha.chain import Chain
 from rtha.enhance import PRESETS, ConvTasNet, ConvTasNetConfig, StreamingEnhancer, save_checkpoint
+from rtha.enhance.model import context_magnitudes
 from rtha.enhance.streaming import MAX_FRAMES_PER_STEP
 from rtha.errors import RthaError
 from rtha.stage import BlockShapeError, SoftClip
@@ -86,6 +87,40 @@ def test_every_preset_streams_like_the_offline_model(preset):
         for block_size, sizes in ((None, [1, 37, 64, 500]), (4 * hop, [4 * hop, hop, 20 * hop])):
             enh = StreamingEnhancer(model, backend=backend, block_size=block_size)
             assert_delayed_equal(stream(enh, x, sizes), ref, enh.latency)
+
+
+def context_model(seed=0):
+    """SMALL with a 48-sample context analysis of 9 bins, its projection made non-zero (it starts at zero)."""
+    m = random_model(ConvTasNetConfig(**{**SMALL.to_dict(), "ctx_window": 48, "ctx_bins": 9}), seed)
+    with torch.no_grad():
+        m.ctx_proj.weight.normal_(0.0, 0.5)
+        m.ctx_norm.gain.normal_(1.0, 0.3)
+    return m
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_context_analysis_streams_like_the_offline_model_at_the_same_latency(backend):
+    m = context_model()
+    x = signal(samples=MAX_FRAMES_PER_STEP * SMALL.hop + 904, seed=15)  # whole hops: aligned blocks
+    ref = offline(m, x)
+    with torch.no_grad():
+        m.ctx_proj.weight.zero_()
+    assert np.abs(offline(m, x) - ref).max() > 0.01 * np.abs(ref).max()  # the context changes the output
+    m = context_model()
+    # rtol 3e-5: the random projection (9 bins x N(0, 0.5)) amplifies the float32 rounding of the DFT sums
+    for block_size, sizes in ((None, [1, 7, 64, 500, x.shape[1]]), (64, [64, 8, 160])):
+        enh = StreamingEnhancer(m, backend=backend, block_size=block_size)
+        assert enh.latency == (SMALL.L - 1 if block_size is None else SMALL.L - SMALL.hop)
+        assert_delayed_equal(stream(enh, x, sizes), ref, enh.latency, rtol=3e-5)
+        enh.reset()
+        assert_delayed_equal(stream(enh, x, sizes[::-1]), ref, enh.latency, rtol=3e-5)
+    # the context's cLN (the last layer) has the statistics of all its magnitudes so far
+    with torch.inference_mode():
+        padded = torch.nn.functional.pad(torch.from_numpy(x), (48 - SMALL.hop, 0))
+        c = context_magnitudes(m.context(padded[:, None, :])).double()  # every frame the stream has taken
+    stats = enh.cln_statistics()
+    assert stats.shape == (2 + 2 * SMALL.R * SMALL.X, 2, 2)
+    np.testing.assert_allclose(stats[-1, 0], [c[0].mean().item(), c[0].var(unbiased=False).item()], rtol=1e-5)
 
 
 def test_a_block_longer_than_the_work_buffers_runs_in_chunks(model):

@@ -358,3 +358,28 @@ def test_study_reads_curves_and_times_the_streaming_model(corpus, scenes, tmp_pa
     assert gmac_per_s(ConvTasNetConfig.preset("default")) == pytest.approx(2.85, abs=0.01)
     assert gmac_per_s(ConvTasNetConfig.preset("lean")) == pytest.approx(0.18, abs=0.01)
     assert study_main([str(tmp_path / "missing")]) == 2
+
+
+def test_init_from_starts_a_new_model_from_a_trained_one_and_continues_its_counters(corpus, scenes, tmp_path):
+    first = train(small_config(scenes, tmp_path / "plain", data=dynamic(corpus), loss="snr", epochs=1),
+                  progress=False)
+    ctx = {"preset": "tiny", "N": 16, "B": 16, "H": 32, "X": 3, "R": 1, "ctx_window": 64, "ctx_bins": 9}
+
+    def ctx_config(out, init):
+        cfg = small_config(scenes, out, data=dynamic(corpus), loss="snr", epochs=1, init_from=str(init))
+        cfg.model = ctx
+        return cfg
+
+    t = Trainer(ctx_config(tmp_path / "ctx", tmp_path / "plain" / "last.pt"), progress=False)
+    assert t.global_step == first.global_step and t.cpu_elapsed == pytest.approx(first.cpu_elapsed, abs=0.2)
+    plain, _ = load_checkpoint(tmp_path / "plain" / "last.pt")
+    x = torch.randn(1, 4000)
+    with torch.no_grad():
+        torch.testing.assert_close(t.model(x), plain(x), rtol=0, atol=0)  # the context starts as a no-op
+    again = Trainer(ctx_config(tmp_path / "ctx2", tmp_path / "plain" / "state.pt"), progress=False)
+    assert again.global_step == first.global_step
+    t.fit()
+    assert t.global_step == 2 * first.global_step
+    with pytest.raises(RthaError, match="init_from .*last.pt: .*context"):  # a context model into a plain one
+        Trainer(small_config(scenes, tmp_path / "back", data=dynamic(corpus), loss="snr",
+                             init_from=str(tmp_path / "ctx" / "last.pt")), progress=False)

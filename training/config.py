@@ -57,6 +57,9 @@ class TrainConfig:
     lr_patience: int = 3  # halve the lr after this many epochs without a better validation; 0: never
     loss: str = "si_sdr"  # "snr": level and polarity learnt; "si_sdr": calibrated on export
     dry_mix: float = 0.0  # fraction of the input in the output it is trained (and shipped) with; caps noise reduction
+    # a model file (or a run's state.pt) whose weights start a new run where their names and shapes match;
+    # the new run also takes over its step and training-time counters (the CPU-hours continue)
+    init_from: str = ""
     weight_decay: float = 0.0
     grad_clip: float = 5.0  # max gradient L2 norm; 0: off
     epochs: int = 100
@@ -90,9 +93,10 @@ class Config:
         preset = m.pop("preset", "default")
         try:
             base = ConvTasNetConfig.preset(preset).to_dict()
-            unknown = sorted(set(m) - set(base))
+            known = [f.name for f in fields(ConvTasNetConfig)]
+            unknown = sorted(set(m) - set(known))
             if unknown:
-                raise ValueError(f"unknown model key(s) {', '.join(unknown)}; expected preset or {', '.join(base)}")
+                raise ValueError(f"unknown model key(s) {', '.join(unknown)}; expected preset or {', '.join(known)}")
             return ConvTasNetConfig.from_dict({**base, **m})
         except ValueError as e:
             raise RthaError(f"{self.source or 'config'} [model]: {e}") from None

@@ -50,9 +50,10 @@ def read_curve(run: Path) -> dict:
 
 
 def gmac_per_s(cfg) -> float:
-    """Multiply-adds per second of audio (encoder, bottleneck, blocks, masks, decoder), in GMAC."""
+    """Multiply-adds per second of audio (encoder, bottleneck, blocks, masks, decoder, context), in GMAC."""
     per_frame = (2 * cfg.N * cfg.L + 2 * cfg.N * cfg.B
-                 + cfg.X * cfg.R * (3 * cfg.B * cfg.H + cfg.H * cfg.P))
+                 + cfg.X * cfg.R * (3 * cfg.B * cfg.H + cfg.H * cfg.P)
+                 + cfg.ctx_bins * (2 * cfg.ctx_window + cfg.B))
     return per_frame * cfg.sample_rate / cfg.hop / 1e9
 
 

@@ -180,7 +180,9 @@ class Trainer:
         self.stopped = False
         if resume:
             self._load_state(state_file)
-        elif self.dist.main:
+        elif t.init_from:
+            self._init_from(Path(t.init_from))
+        if not resume and self.dist.main:
             self.out.mkdir(parents=True, exist_ok=True)
             for name in ("log.csv", "state.pt", "last.pt", "best.pt"):
                 (self.out / name).unlink(missing_ok=True)
@@ -263,6 +265,38 @@ class Trainer:
             # Validation now measures another output: the old best is no yardstick for the plateau rule.
             self.best, self.bad_epochs = -math.inf, 0
         self._truncate_log()
+
+    def _init_from(self, path: Path) -> None:
+        """Start from ``path``'s weights (a model file or a run's ``state.pt``) where names and shapes match.
+
+        Parameters the file lacks keep their initialisation (a context branch
+        starts as a no-op, so the output is unchanged); the run's step and
+        training-time counters continue from the file's.
+        """
+        from rtha.enhance import load_checkpoint
+
+        if path.name == "state.pt":
+            try:
+                s = torch.load(path, map_location="cpu", weights_only=True)
+                weights = s["model"]
+                counters = (s["global_step"], s["elapsed"], s.get("cpu_elapsed", 0.0))
+            except (RuntimeError, KeyError, EOFError, ValueError, OSError) as e:
+                raise RthaError(f"[train] init_from {path}: not a run's state ({str(e).splitlines()[0]})") from None
+        else:
+            model, meta = load_checkpoint(path)
+            weights = model.state_dict()
+            counters = (meta.get("steps", 0), meta.get("training_time_s", 0.0), meta.get("training_cpu_s", 0.0))
+        own = self.model.state_dict()
+        unknown = sorted(k for k in weights if k not in own)
+        if unknown:
+            raise RthaError(f"[train] init_from {path}: weight(s) {', '.join(unknown[:4])} are not in the "
+                            f"{self.cfg.model} model")
+        for key, value in weights.items():
+            if value.shape != own[key].shape:
+                raise RthaError(f"[train] init_from {path}: {key} has shape {tuple(value.shape)}; "
+                                f"this model's is {tuple(own[key].shape)}")
+        self.model.load_state_dict(weights, strict=False)
+        self.global_step, self.elapsed, self.cpu_elapsed = int(counters[0]), float(counters[1]), float(counters[2])
 
     def _truncate_log(self) -> None:
         """Drop log rows written after the state being resumed (the work is redone)."""

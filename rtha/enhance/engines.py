@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import kernels
-from .config import CLN_EPS
+from .config import CLN_EPS, CTX_EPS, CTX_POWER
 from .kernels import BlockOps, Framing, LayerOps, NetState, Scratch, StreamWeights
 
 
@@ -66,24 +66,44 @@ def export_weights(model, source: int = 0) -> StreamWeights:
         sigmoid=cfg.mask == "sigmoid",
         dec=a(model.decoder.weight[:, 0, :].T),
         dec_b=np.zeros(cfg.L, np.float32),
+        **_context_weights(model, a),
     )
+
+
+def _context_weights(model, a) -> dict:
+    """The context branch's fields of :class:`StreamWeights` (empty arrays for a model without one)."""
+    cfg = model.cfg
+    K = cfg.ctx_bins
+    if not K:
+        z = np.zeros(0, np.float32)
+        return dict(ctx=np.zeros((0, cfg.window), np.float32), ctx_b=z, ctx_gain=z, ctx_bias=z,
+                    ctx_w=np.zeros((cfg.B, 0), np.float32), ctx_pb=np.zeros(cfg.B, np.float32))
+    return dict(ctx=a(model.context.weight[:, 0, :]), ctx_b=np.zeros(2 * K, np.float32),
+                ctx_gain=a(model.ctx_norm.gain[:, 0]), ctx_bias=a(model.ctx_norm.bias[:, 0]),
+                ctx_w=a(model.ctx_proj.weight[:, :, 0]), ctx_pb=a(model.ctx_proj.bias))
 
 
 def new_framing(cfg, channels: int, latency: int) -> Framing:
     """Framing state at the start of a stream: the left pad, the first hop to drop, ``latency`` zeros out.
 
-    Its ``frames`` and ``dec`` buffers are sized by the engine's ``resize``.
+    Its ``frames``, ``ctx`` and ``dec`` buffers are sized by :func:`framing_buffers`.
     """
-    S = cfg.hop
+    S, W = cfg.hop, cfg.window
     return Framing(
-        pend=np.zeros((channels, cfg.L), np.float32),
+        pend=np.zeros((channels, W), np.float32),
         tail=np.zeros((channels, S), np.float32),
         fifo=np.zeros((channels, latency), np.float32),
         dry=np.zeros((channels, latency), np.float32),
-        count=np.array([cfg.L - S, S, latency], np.int64),
-        frames=np.zeros((0, cfg.L), np.float32),
-        dec=np.zeros((0, cfg.L), np.float32),
+        count=np.array([W - S, S, latency], np.int64),
+        **framing_buffers(cfg, 0),
     )
+
+
+def framing_buffers(cfg, rows: int) -> dict:
+    """:class:`Framing`'s chunk buffers for ``rows`` frames (no context windows for a model without context)."""
+    return dict(frames=np.zeros((rows, cfg.L), np.float32),
+                ctx=np.zeros((rows if cfg.ctx_window else 0, cfg.window), np.float32),
+                dec=np.zeros((rows, cfg.L), np.float32))
 
 
 F64 = ("neff", "cln")  # the frame counts and cLN sums are float64, everything else float32
@@ -93,15 +113,16 @@ def state_shapes(cfg, w: StreamWeights, channels: int) -> dict:
     """Shapes of :class:`NetState`'s arrays, by field name."""
     nb = len(w.dil)
     maxpad = int((cfg.P - 1) * w.dil.max()) if nb else 0
-    return {"neff": (1,), "cln": (1 + 2 * nb, channels, 2), "hist": (nb, channels, maxpad, cfg.H)}
+    layers = 1 + 2 * nb + (1 if cfg.ctx_window else 0)
+    return {"neff": (1,), "cln": (layers, channels, 2), "hist": (nb, channels, maxpad, cfg.H)}
 
 
 def scratch_shapes(cfg, channels: int, frames: int) -> dict:
     """Shapes of :class:`Scratch`'s arrays for chunks of ``frames`` frames, by field name."""
     rows = channels * frames
-    N, B, H = cfg.N, cfg.B, cfg.H
+    N, B, H, K = cfg.N, cfg.B, cfg.H, cfg.ctx_bins
     return {"neff": (frames,), "enc": (rows, N), "m": (rows, N), "x": (rows, B), "skip": (rows, B),
-            "y": (rows, H), "z": (rows, H)}  # fmt: skip
+            "y": (rows, H), "z": (rows, H), "re_im": (rows, 2 * K), "mag": (rows, K)}  # fmt: skip
 
 
 class NumbaEngine:
@@ -129,9 +150,9 @@ class NumbaEngine:
         """Work buffers for chunks of up to ``frames`` frames (the stream's state is kept)."""
         import numba
 
-        C, L = self.io.pend.shape
+        C = self.io.pend.shape[0]
         self.b = Scratch(*(self._zeros(k, v) for k, v in scratch_shapes(self.cfg, C, frames).items()))
-        self.io = self.io._replace(frames=np.zeros((C * frames, L), np.float32), dec=np.zeros((C * frames, L), np.float32))
+        self.io = self.io._replace(**framing_buffers(self.cfg, C * frames))
         # The compiled function itself, without the dispatcher's type check of ~40 arrays per call (6-8 us
         # of a lean model's ~70 us block): the records' types never change, and process's x and out are
         # C-contiguous float32 (channels, n) as Stage.process_block makes them.
@@ -214,6 +235,12 @@ class TorchOps:
 
         torch.mul(m.sigmoid() if sigmoid else m.relu(), enc, out=m)
 
+    @staticmethod
+    def magnitude(re_im, out):
+        K = out.shape[1]
+        re, im = re_im[:, :K], re_im[:, K:]
+        out.copy_((re * re + im * im + CTX_EPS).pow(CTX_POWER / 2))
+
 
 class TorchEngine:
     """PyTorch engine (CUDA, or CPU for checking): the same step, network state on ``device``."""
@@ -253,19 +280,21 @@ class TorchEngine:
 
     def resize(self, frames: int) -> None:
         """Work buffers for chunks of up to ``frames`` frames (the stream's state is kept)."""
-        C, L = self.io.pend.shape
+        C = self.io.pend.shape[0]
+        self.io = self.io._replace(**framing_buffers(self.cfg, C * frames))
         with self.torch.inference_mode():
             self.b = Scratch(*(self._zeros(k, v) for k, v in scratch_shapes(self.cfg, C, frames).items()))
-            self.frames = self._zeros("frames", (C * frames, L))
-            self.dec = self._zeros("dec", (C * frames, L))
-        self.io = self.io._replace(frames=np.zeros((C * frames, L), np.float32), dec=np.zeros((C * frames, L), np.float32))
+            self.frames, self.ctx, self.dec = (self._zeros(k, v.shape) for k, v in
+                                               framing_buffers(self.cfg, C * frames).items())
 
-    def network(self, w, s, b, frames: np.ndarray, dec: np.ndarray, C: int, F: int) -> None:
+    def network(self, w, s, b, frames: np.ndarray, ctx: np.ndarray, dec: np.ndarray, C: int, F: int) -> None:
         """:func:`rtha.enhance.kernels.forward` with :class:`TorchOps`: host frames in, host decoded frames out."""
         M = C * F
         x = self.frames[:M]
         x.copy_(self.torch.from_numpy(frames))
-        kernels.forward(self.layer_ops, w, s, b, x, self.dec[:M], C, F)
+        c = self.ctx[: M if len(ctx) else 0]
+        c.copy_(self.torch.from_numpy(ctx))
+        kernels.forward(self.layer_ops, w, s, b, x, c, self.dec[:M], C, F)
         dec[:] = self.dec[:M].cpu().numpy()
 
     def process(self, x: np.ndarray, out: np.ndarray) -> None:

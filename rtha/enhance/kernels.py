@@ -3,7 +3,7 @@
 Two plain functions define it:
 
 - :func:`forward`: the network over ``F`` new frames per channel (encoder,
-  cLN, bottleneck, temporal blocks with carried depthwise history and cLN
+  cLN, bottleneck plus the context analysis if the model has one, temporal blocks with carried depthwise history and cLN
   sums, mask, decoder), in the order of the offline model
   (:mod:`rtha.enhance.model`);
 - :func:`stream_block`: one block of samples in, one out: cut the input into
@@ -38,7 +38,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from numba import njit
 
-from .config import CLN_EPS
+from .config import CLN_EPS, CTX_EPS, CTX_POWER
 
 FAST = {"reassoc", "contract"}  # vectorised sums and FMAs; no assumption about NaN/Inf
 
@@ -73,13 +73,19 @@ class StreamWeights(NamedTuple):
     sigmoid: bool  # sigmoid mask, else ReLU
     dec: Any  # (L, N) decoder bases (transposed conv weight)
     dec_b: Any  # (L,) zeros: the decoder has no bias
+    ctx: Any  # (2K, W) context DFT bases (cosines, then sines); (0, W) without a context branch
+    ctx_b: Any  # (2K,) zeros
+    ctx_gain: Any  # (K,) cLN of the context magnitudes
+    ctx_bias: Any  # (K,)
+    ctx_w: Any  # (B, K) context projection into the bottleneck
+    ctx_pb: Any  # (B,)
 
 
 class NetState(NamedTuple):
     """The network's carried state (on the engine's device)."""
 
     neff: Any  # (1,) float64 (decayed) frames so far
-    cln: Any  # (1 + 2*nb, C, 2) float64 running sum and sum of squares of each cLN
+    cln: Any  # (1 + 2*nb [+ 1], C, 2) float64 running sum and sum of squares of each cLN (the context's last)
     hist: Any  # (nb, C, maxpad, H) float32 last (P-1)*dil inputs of each depthwise conv
     decay: float  # cLN forgetting factor per frame (1.0: exact cLN)
 
@@ -94,22 +100,27 @@ class Scratch(NamedTuple):
     skip: Any  # (rows, B) sum of the skip outputs
     y: Any  # (rows, H) in a block, after the input conv
     z: Any  # (rows, H) in a block, after the depthwise conv
+    re_im: Any  # (rows, 2K) context DFT
+    mag: Any  # (rows, K) context magnitudes
 
 
 class Framing(NamedTuple):
     """Host-side stream state around the network (numpy, both engines)."""
 
-    pend: Any  # (C, L) float32 input not yet framed (starts as L - S zeros: the left pad)
+    pend: Any  # (C, W) float32 input not yet framed (starts as W - S zeros: the left pad); W = cfg.window
     tail: Any  # (C, S) float32 second half of the last decoded frame (overlap-add)
     fifo: Any  # (C, latency) float32 output computed but not yet returned
     dry: Any  # (C, latency) float32 the last input samples (the dry path's delay line)
     count: Any  # (3,) int64: samples in pend, output samples still to drop, samples in fifo
     frames: Any  # (rows, L) float32 encoder frames of the current chunk
+    ctx: Any  # (rows, W) float32 their context windows (same ends); (0, W) without a context branch
     dec: Any  # (rows, L) float32 their decoded frames
 
 
-def forward(ops, w, s, b, frames, dec, C, F):
+def forward(ops, w, s, b, frames, ctx, dec, C, F):
     """The network over ``F`` new frames of ``C`` streams: ``frames (C*F, L)`` -> ``dec (C*F, L)``.
+
+    ``ctx (C*F, W)``: the frames' context windows (read only if the model has a context branch).
 
     ``ops``: the operations (:data:`NUMBA_LAYER_OPS` or the torch engine's),
     ``w`` :class:`StreamWeights`, ``s`` :class:`NetState` (advanced by ``F``
@@ -123,6 +134,12 @@ def forward(ops, w, s, b, frames, dec, C, F):
     ops.cln(enc, m, w.norm_gain, w.norm_bias, s.cln[0], neff, s.decay, C, F)
     ops.dense(m, w.bn_w, w.bn_b, 1.0, x, False)  # bottleneck
     nb = w.skip_w.shape[0]
+    if w.ctx.shape[0] > 0:  # context: |DFT|**power, cLN, projected into the bottleneck output
+        re_im, mag = b.re_im[:M], b.mag[:M]
+        ops.dense(ctx, w.ctx, w.ctx_b, 1.0, re_im, False)
+        ops.magnitude(re_im, mag)
+        ops.cln(mag, mag, w.ctx_gain, w.ctx_bias, s.cln[1 + 2 * nb], neff, s.decay, C, F)
+        ops.dense(mag, w.ctx_w, w.ctx_pb, 1.0, x, True)
     for i in range(nb):
         ops.dense(x, w.in_w[i], w.in_b[i], w.alpha[i, 0], y, False)  # 1x1 conv, PReLU
         ops.cln(y, y, w.gain[i, 0], w.bias[i, 0], s.cln[1 + 2 * i], neff, s.decay, C, F)
@@ -150,7 +167,7 @@ def stream_block(ops, x, out, w, s, b, io, dry_mix):
     while pos < n:
         F, pos = ops.take_frames(x, pos, io)
         if F > 0:
-            ops.network(w, s, b, io.frames[: C * F], io.dec[: C * F], C, F)
+            ops.network(w, s, b, io.frames[: C * F], io.ctx[: C * F], io.dec[: C * F], C, F)
             done = ops.overlap_add(io, C, F, out, done)
     ops.mix_dry(x, out, io, dry_mix)
 
@@ -360,6 +377,18 @@ def prelu(x, a):
 
 
 @njit(cache=True, fastmath=FAST)
+def magnitude(re_im, out):
+    """``out (M, K) = (re**2 + im**2 + eps)**(power/2)`` of ``re_im (M, 2K)`` (real parts, then imaginary)."""
+    M, K = out.shape
+    half = np.float32(CTX_POWER / 2)
+    for r in range(M):
+        for k in range(K):
+            re = re_im[r, k]
+            im = re_im[r, K + k]
+            out[r, k] = (re * re + im * im + np.float32(CTX_EPS)) ** half
+
+
+@njit(cache=True, fastmath=FAST)
 def apply_mask(m, enc, sigmoid):
     """``m = act(m) * enc`` in place; ``act`` sigmoid or ReLU."""
     M, ch = m.shape
@@ -382,16 +411,17 @@ class LayerOps(NamedTuple):
     depthwise: Any
     prelu: Any
     apply_mask: Any
+    magnitude: Any
 
 
-NUMBA_LAYER_OPS = LayerOps(frame_counts, dense, cln, depthwise, prelu, apply_mask)
+NUMBA_LAYER_OPS = LayerOps(frame_counts, dense, cln, depthwise, prelu, apply_mask, magnitude)
 _forward_numba = njit(cache=True, inline="always")(forward)  # inlined: the ops become direct calls
 
 
 @njit(cache=True)
-def network(w, s, b, frames, dec, C, F):
+def network(w, s, b, frames, ctx, dec, C, F):
     """:func:`forward` with the numba kernels."""
-    _forward_numba(NUMBA_LAYER_OPS, w, s, b, frames, dec, C, F)
+    _forward_numba(NUMBA_LAYER_OPS, w, s, b, frames, ctx, dec, C, F)
 
 
 # -- framing, overlap-add and the dry path (numba, both engines) --------------
@@ -414,27 +444,33 @@ def emit_fifo(io, out):
 
 @njit(cache=True)
 def take_frames(x, pos, io):
-    """Cut encoder frames from ``io.pend`` followed by ``x[:, pos:]`` into ``io.frames``.
+    """Cut encoder frames (and their context windows) from ``io.pend`` followed by ``x[:, pos:]``.
 
-    Takes as many whole frames as there are (up to the buffer's capacity),
-    keeps what the next frame needs in ``io.pend``; returns
-    ``(frames taken, new pos)``.
+    Takes as many whole frames as there are (up to the buffer's capacity)
+    into ``io.frames`` (and ``io.ctx``), keeps what the next frame needs in
+    ``io.pend``; returns ``(frames taken, new pos)``.
     """
     C, n = x.shape
-    L = io.pend.shape[1]
+    W = io.pend.shape[1]
+    L = io.frames.shape[1]
     S = io.tail.shape[1]
     held = io.count[0]
-    avail = (held - (L - S) + n - pos) // S
+    avail = (held - (W - S) + n - pos) // S
     F = min(avail, io.frames.shape[0] // C)
     left = held + n - pos - F * S  # samples after the frames taken
     if F < avail:
-        left = L - S  # the buffer is full: stop where the next frame starts
+        left = W - S  # the buffer is full: stop where the next frame starts
+    context = io.ctx.shape[0] > 0
     for c in range(C):
         for f in range(F):
             r = c * F + f
-            for j in range(L):
-                t = f * S + j
+            for j in range(L):  # a frame is the last L samples of its window
+                t = f * S + W - L + j
                 io.frames[r, j] = io.pend[c, t] if t < held else x[c, pos + t - held]
+            if context:
+                for j in range(W):
+                    t = f * S + j
+                    io.ctx[r, j] = io.pend[c, t] if t < held else x[c, pos + t - held]
         for j in range(left):  # in place: the source index is never below j
             t = F * S + j
             io.pend[c, j] = io.pend[c, t] if t < held else x[c, pos + t - held]

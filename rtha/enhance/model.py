@@ -5,18 +5,21 @@ Shapes: ``mix (batch, samples)`` -> ``(batch, n_src, samples)`` at
 with frames ``S = L/2`` samples apart.
 
 Framing: the input is left-padded by ``L - S`` samples so frame ``k`` covers
-samples ``[k*S - (L-S), k*S + S)`` and every frame depends only on the past;
+samples ``[k*S - (L-S), k*S + S)`` and every frame depends only on the past
+(a context analysis, ``cfg.ctx_window``, reads ``[k*S + S - ctx_window, k*S + S)``);
 the streaming engine (:mod:`rtha.enhance.streaming`) reproduces this output
 exactly, delayed by its latency.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .config import CLN_EPS, ConvTasNetConfig
+from .config import CLN_EPS, CTX_EPS, CTX_POWER, ConvTasNetConfig
 
 
 def cumulative_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -80,6 +83,20 @@ class TemporalBlock(nn.Module):
         return x + res, skip
 
 
+def dft_bases(window: int, bins: int) -> torch.Tensor:
+    """Hann-windowed DFT bases ``(2 * bins, window)``: cosines of bins 0..bins-1, then sines."""
+    t = torch.arange(window, dtype=torch.float64)
+    hann = 0.5 - 0.5 * torch.cos(2 * math.pi * (t + 0.5) / window)
+    phase = 2 * math.pi * torch.arange(bins, dtype=torch.float64)[:, None] * t / window
+    return (torch.cat([torch.cos(phase), -torch.sin(phase)]) * hann).float()
+
+
+def context_magnitudes(re_im: torch.Tensor) -> torch.Tensor:
+    """``(batch, 2*bins, frames)`` real and imaginary parts -> ``(|X|**2 + eps)**(power/2)``, ``(batch, bins, frames)``."""
+    re, im = re_im.chunk(2, dim=1)
+    return (re * re + im * im + CTX_EPS).pow(CTX_POWER / 2)
+
+
 class ConvTasNet(nn.Module):
     """Causal Conv-TasNet; ``forward(mix (batch, samples)) -> (batch, n_src, samples)``."""
 
@@ -94,6 +111,16 @@ class ConvTasNet(nn.Module):
         self.blocks = nn.ModuleList(
             TemporalBlock(cfg.B, cfg.H, cfg.P, 2 ** (i % cfg.X), residual=i < n_blocks - 1) for i in range(n_blocks)
         )
+        if cfg.ctx_window:
+            # The context analysis starts as a plain Hann STFT and its projection at zero, so a model
+            # initialised from one without context (training's init_from) computes the same output.
+            self.context = nn.Conv1d(1, 2 * cfg.ctx_bins, cfg.ctx_window, stride=cfg.hop, bias=False)
+            self.ctx_norm = CumulativeLayerNorm(cfg.ctx_bins)
+            self.ctx_proj = nn.Conv1d(cfg.ctx_bins, cfg.B, 1)
+            with torch.no_grad():
+                self.context.weight.copy_(dft_bases(cfg.ctx_window, cfg.ctx_bins)[:, None, :])
+                self.ctx_proj.weight.zero_()
+                self.ctx_proj.bias.zero_()
         self.mask_act = nn.PReLU()
         self.mask_conv = nn.Conv1d(cfg.B, cfg.n_src * cfg.N, 1)
         self.decoder = nn.ConvTranspose1d(cfg.N, 1, cfg.L, stride=cfg.hop, bias=False)
@@ -112,9 +139,14 @@ class ConvTasNet(nn.Module):
         """Frames needed so that every output sample gets both overlapping frames."""
         return (samples - 1) // self.cfg.hop + 2
 
-    def masks(self, w: torch.Tensor) -> torch.Tensor:
-        """Encoder output ``w (batch, N, frames)`` -> masks ``(batch, n_src, N, frames)``."""
+    def masks(self, w: torch.Tensor, ctx: torch.Tensor | None = None) -> torch.Tensor:
+        """Encoder output ``w (batch, N, frames)`` -> masks ``(batch, n_src, N, frames)``.
+
+        ``ctx (batch, ctx_bins, frames)``: the context magnitudes, for a model that has them.
+        """
         x = self.bottleneck(self.in_norm(w))
+        if ctx is not None:
+            x = x + self.ctx_proj(self.ctx_norm(ctx))
         skips = None
         for block in self.blocks:
             x, skip = block(x)
@@ -133,8 +165,12 @@ class ConvTasNet(nn.Module):
         S = cfg.hop
         frames = self.n_frames(samples)
         # left pad L-S (causal framing), right pad to complete the last frame
-        x = F.pad(mix, (cfg.L - S, (frames - 1) * S + cfg.L - (cfg.L - S) - samples)).unsqueeze(1)
+        right = (frames - 1) * S + S - samples
+        x = F.pad(mix, (cfg.L - S, right)).unsqueeze(1)
         w = torch.relu(self.encoder(x))
-        masked = w.unsqueeze(1) * self.masks(w)
+        ctx = None
+        if cfg.ctx_window:  # the same frame ends, reaching ctx_window samples back
+            ctx = context_magnitudes(self.context(F.pad(mix, (cfg.ctx_window - S, right)).unsqueeze(1)))
+        masked = w.unsqueeze(1) * self.masks(w, ctx)
         y = self.decoder(masked.reshape(batch * cfg.n_src, cfg.N, frames))
         return y[:, 0, cfg.L - S : cfg.L - S + samples].reshape(batch, cfg.n_src, samples)

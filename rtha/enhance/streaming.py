@@ -4,7 +4,8 @@ Blocks of any length (even shorter than one encoder hop) go in; the output
 equals the offline model's output delayed by ``latency`` samples, because the
 engine carries every piece of state the offline pass would see:
 
-- the encoder input tail (the last ``L - S`` samples plus any partial hop),
+- the encoder input tail (the last ``L - S`` samples plus any partial hop;
+  ``ctx_window - S`` for a model with a context analysis),
 - for each dilated depthwise conv, its last ``(P-1)*dilation`` input frames,
 - for each cLN, the running sum and sum of squares (float64) and one frame
   count shared by all cLN layers,
@@ -183,7 +184,8 @@ class StreamingEnhancer(Stage):
     def cln_statistics(self) -> np.ndarray:
         """Running cLN ``(mean, variance)`` of every cLN layer now, float64 ``(layers, channels, 2)``.
 
-        Layer 0 normalises the encoder output; then two per temporal block.
+        Layer 0 normalises the encoder output; then two per temporal block;
+        then the context magnitudes' for a model with a context branch.
         (Zeros before the first frame.)
         """
         if self._channels is None:
@@ -193,22 +195,24 @@ class StreamingEnhancer(Stage):
         neff = float(s.neff[0])
         if neff == 0.0:
             return np.zeros_like(sums)
-        channels = np.array([self.cfg.N] + [self.cfg.H] * (sums.shape[0] - 1), np.float64)[:, None]
+        blocks = self.cfg.R * self.cfg.X
+        widths = [self.cfg.N] + [self.cfg.H] * (2 * blocks) + ([self.cfg.ctx_bins] if self.cfg.ctx_window else [])
+        channels = np.array(widths, np.float64)[:, None]
         mean = sums[..., 0] / (neff * channels)
         var = sums[..., 1] / (neff * channels) - mean**2
         return np.stack([mean, var], axis=-1)
 
     def _step(self, x: np.ndarray, out: np.ndarray) -> None:
-        L, S = self.cfg.L, self.hop
+        W, S = self.cfg.window, self.hop
         n = x.shape[1]
         held = int(self._engine.io.count[0])  # input samples not yet framed
-        if self.aligned and (held - (L - S) + n) % S:
+        if self.aligned and (held - (W - S) + n) % S:
             raise BlockShapeError(
                 f"block of {n} samples breaks the {S}-sample alignment this enhancer was built for "
                 f"(block_size={self.block_size}, latency {self.latency}); use a multiple of {S}, "
-                f"or block_size=None (latency {L - 1}) for any block length"
+                f"or block_size=None (latency {self.cfg.L - 1}) for any block length"
             )
-        frames = (held - (L - S) + n) // S
+        frames = (held - (W - S) + n) // S
         if frames > self._frames and self._frames < MAX_FRAMES_PER_STEP:  # a longer block: larger buffers
             self._frames = min(frames, MAX_FRAMES_PER_STEP)
             self._engine.resize(self._frames)
