@@ -383,3 +383,23 @@ def test_init_from_starts_a_new_model_from_a_trained_one_and_continues_its_count
     with pytest.raises(RthaError, match="init_from .*last.pt: .*context"):  # a context model into a plain one
         Trainer(small_config(scenes, tmp_path / "back", data=dynamic(corpus), loss="snr",
                              init_from=str(tmp_path / "ctx" / "last.pt")), progress=False)
+
+
+def test_lr_min_floors_the_plateau_halving_and_lifts_a_resumed_run(corpus, scenes, tmp_path):
+    def cfg(**kw):
+        return small_config(scenes, tmp_path / "run", data=dynamic(corpus), loss="snr", lr_patience=1,
+                            **{"epochs": 1, **kw})
+
+    t = train(cfg(), progress=False)
+    for _ in range(3):  # three validations without a new best: halved each time
+        t.best = math.inf
+        t.end_epoch()
+    assert t.lr_scale == 0.125
+    floored = Trainer(cfg(lr_min=2.5e-4, epochs=10), resume=True, progress=False)
+    assert floored.lr_scale == 0.25  # lifted to the floor
+    for _ in range(2):
+        floored.best = math.inf
+        floored.end_epoch()
+    assert floored.lr_scale == 0.25
+    with pytest.raises(RthaError, match="lr_min"):
+        cfg(lr_min=2e-3)

@@ -192,6 +192,11 @@ class Trainer:
 
     # ------------------------------------------------------------------ schedule
 
+    @property
+    def _min_lr_scale(self) -> float:
+        t = self.cfg.train
+        return t.lr_min / t.lr
+
     def _lr_factor(self, step: int) -> float:
         warm = self.cfg.train.warmup_steps
         return self.lr_scale * (min(1.0, (step + 1) / warm) if warm > 0 else 1.0)
@@ -259,6 +264,8 @@ class Trainer:
         for key in ("epoch", "step_in_epoch", "global_step", "best", "bad_epochs", "lr_scale", "elapsed",
                     "last_metrics"):
             setattr(self, key, s[key])
+        # Validation noise (~0.1 dB on 50 scenes) halves the lr too often; a floor set later lifts it.
+        self.lr_scale = max(self.lr_scale, self._min_lr_scale)
         self.output_gain = s.get("output_gain", 1.0)  # runs saved before calibration existed
         self.cpu_elapsed = s.get("cpu_elapsed", 0.0)  # runs saved before CPU time was counted
         if s.get("valid_dry_mix", 0.0) != self.cfg.train.dry_mix:
@@ -543,7 +550,7 @@ class Trainer:
         else:
             self.bad_epochs += 1
             if self.cfg.train.lr_patience and self.bad_epochs >= self.cfg.train.lr_patience:
-                self.lr_scale, self.bad_epochs = self.lr_scale / 2, 0
+                self.lr_scale, self.bad_epochs = max(self.lr_scale / 2, self._min_lr_scale), 0
         self.log({"epoch": self.epoch, "step": self.global_step, "phase": "valid", "si_sdri_db": round(sdri, 3),
                   "lr": f"{self.sched.get_last_lr()[0]:.3g}", "si_sdri_noise_db": r["si_sdri_noise_db"],
                   "si_sdri_talker_db": r["si_sdri_talker_db"], "output_gain": r["output_gain"], **self._clocks()})
