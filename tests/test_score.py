@@ -146,6 +146,27 @@ def test_report_has_means_and_chain_configuration(data):
     assert set(report["differences"]) == {"enhanced-unprocessed"}
 
 
+def test_compare_pairs_two_files_on_their_common_pairs(data, tmp_path, capsys):
+    """--compare A B: A's system minus B's over the pairs both scored, the same numbers as the summary's differences."""
+    only_s1 = tmp_path / "s1.csv"  # BASE holds a subset: the comparison runs over the common pairs only
+    lines = data["csv"].read_text().splitlines(keepends=True)
+    only_s1.write_text(lines[0] + "".join(x for x in lines[1:] if x.startswith("S00001,")))
+    report = tmp_path / "compare.json"
+    assert main(["score", "--compare", str(data["csv"]), str(only_s1), "--system", "enhanced,unprocessed",
+                 "--report", str(report)]) == 0
+    assert "Δ new - base" in capsys.readouterr().out
+    got = json.loads(report.read_text())
+    assert got["systems"] == {"new": "enhanced", "base": "unprocessed"} and got["pairs"] == 2
+    s1 = [r for r in data["rows"] if r.scene == "S00001"]
+    expected = paired_differences(s1, by_scene=True)["enhanced"]
+    for m in ("haspi", "hasqi", "combined"):
+        assert got["difference_by_scene"][m]["mean"] == pytest.approx(expected[m].mean)
+        assert got["difference"][m]["n"] == 2 and got["difference_by_scene"][m]["n"] == 1
+    assert main(["score", "--compare", str(data["csv"]), str(data["csv"]), "--report", str(report), "--force"]) == 0
+    same = json.loads(report.read_text())  # a file against itself: zero differences
+    assert same["pairs"] == len(PAIRS) and same["difference"]["combined"]["mean"] == 0.0
+
+
 def test_shards_merge_to_the_unsharded_run(data, tmp_path):
     """Two shards (one through a 2-process pool), unprocessed only, merge == the full run's unprocessed rows."""
     shards = [tmp_path / "s1.csv", tmp_path / "s2.csv"]
@@ -291,6 +312,12 @@ def test_shards_partition_the_pairs():
         (["score", "{root}", "--out", "{tmp}/a.csv", "--shard", "0/2"], "numbered from 1"),
         (["score", "{root}", "--out", "{tmp}/a.csv", "--report", "{csv}"], "--force"),
         (["score", "--out", "{tmp}/a.csv"], "ROOT"),
+        (["score", "{root}"], "--out CSV is required"),
+        (["score", "--compare", "{csv}", "{tmp}/missing.csv"], "missing.csv: scores file not found"),
+        (["score", "--compare", "{csv}", "{csv}", "--system", "external"], "no rows of system 'external'"),
+        (["score", "--compare", "{csv}", "{csv}", "--system", "a,b,c"], "expected NEW or NEW,BASE"),
+        (["score", "--compare", "{csv}", "{csv}", "--model", "{model}"], "takes no --model"),
+        (["score", "--compare", "{csv}", "{csv}", "--out", "{tmp}/a.csv"], "takes no --out"),
         (["score", "--merge", "{tmp}/missing.csv", "--out", "{tmp}/a.csv"], "not found"),
         (["score", "{root}", "--out", "{tmp}/a.csv", "--report", "{tmp}"], "--report"),
         (["score", "{root}", "--out", "{tmp}", "--model", "{model}"], "is a folder"),

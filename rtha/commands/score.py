@@ -19,6 +19,8 @@ files through the same amplification).
 An existing --out is resumed: its rows are kept and only missing pairs are scored (rows are
 appended and flushed one by one); --force starts it afresh. Shards: run `--shard i/N` for
 i = 1..N, then `rtha score --merge shard*.csv --out all.csv`.
+Two models or settings, paired on the pairs both scored: `rtha score --compare new.csv old.csv`
+(system enhanced in each; --system NEW[,BASE] picks others; --report writes the numbers as JSON).
 Challenge-comparable amplification: --systems unprocessed --rate 44100 --nfir 220 --linear-phase."""
 
 
@@ -31,7 +33,7 @@ def register(subparsers) -> None:
     )
     p.add_argument("root", nargs="?", type=Path, metavar="ROOT", help="dataset root (holds metadata/ and SPLIT/scenes/)")
     p.add_argument("--split", default="dev", help="split to score (default: dev)")
-    p.add_argument("--out", type=Path, required=True, metavar="CSV", help="scores CSV (resumed when it exists)")
+    p.add_argument("--out", type=Path, metavar="CSV", help="scores CSV (resumed when it exists); required unless --compare")
     p.add_argument("--force", action="store_true", help="start --out afresh; overwrite --report and --plots files")
 
     g = p.add_argument_group("systems")
@@ -57,6 +59,12 @@ def register(subparsers) -> None:
     g.add_argument("--limit", type=int, metavar="N", help="score only the first N pairs (after --shard)")
     g.add_argument("--merge", nargs="+", type=Path, metavar="CSV", help="merge shard CSVs into --out instead of scoring")
 
+    g = p.add_argument_group("compare two scores files (no scoring)")
+    g.add_argument("--compare", nargs=2, type=Path, metavar=("NEW", "BASE"),
+                   help="paired differences NEW - BASE of one system over the pairs both CSVs scored")
+    g.add_argument("--system", default="enhanced", metavar="NEW[,BASE]",
+                   help="the system compared in NEW, and in BASE if it differs (default: enhanced)")
+
     g = p.add_argument_group("reports")
     g.add_argument("--report", type=Path, metavar="JSON", help="write means, CIs and the chain configuration")
     g.add_argument("--plots", type=Path, metavar="DIR", help="write scatter and distribution plots (needs matplotlib)")
@@ -73,6 +81,10 @@ def run(args: argparse.Namespace) -> int:
     from ..score.summary import summary_table
     from .common import check_writable, output_path
 
+    if args.compare:
+        return _compare(args)
+    if args.out is None:
+        raise RthaError("--out CSV is required (where the scores go), unless you --compare two scores files")
     if args.plots is not None:
         require_matplotlib()
     if args.report is not None:
@@ -97,6 +109,42 @@ def run(args: argparse.Namespace) -> int:
     if args.plots is not None:
         for path in write_plots(rows, args.plots, force=args.force):
             console.print(f"plot: {path}")
+    return 0
+
+
+def _compare(args) -> int:
+    from rich.console import Console
+
+    from ..errors import RthaError
+    from ..score.report import write_report
+    from ..score.results import read_scores
+    from ..score.summary import comparison_dict, comparison_table
+    from .common import output_path
+
+    for flag in ("root", "out", "merge", "shard", "limit", "enhanced_dir", "systems", "rate", "nfir", "model", "dry_mix",
+                 "plots"):
+        if getattr(args, flag) is not None:
+            name = "ROOT" if flag == "root" else "--" + flag.replace("_", "-")
+            raise RthaError(f"--compare reads two scores CSVs; it takes no {name}")
+    if args.report is not None:
+        output_path(args.report, args.force, "--report")
+    names = [s.strip() for s in args.system.split(",")]
+    if len(names) > 2 or not all(names):
+        raise RthaError(f"--system {args.system}: expected NEW or NEW,BASE (system names, e.g. enhanced,unprocessed)")
+    systems = (names[0], names[-1])
+    new, base = (read_scores(path)[0] for path in args.compare)
+    for path, rows, system in zip(args.compare, (new, base), systems):
+        present = sorted({r.system for r in rows})
+        if system not in present:
+            raise RthaError(f"{path}: no rows of system {system!r} (it has: {', '.join(present) or 'no rows'})")
+    result = comparison_dict(new, base, systems)
+    if result["pairs"] < 2:
+        raise RthaError(f"{args.compare[0]} and {args.compare[1]} share {result['pairs']} (scene, listener) pair(s) "
+                        f"of {systems[0]!r} and {systems[1]!r}; expected 2 or more to compare")
+    Console().print(comparison_table(new, base, systems, tuple(str(p) for p in args.compare)))
+    if args.report is not None:
+        write_report({"new": str(args.compare[0]), "base": str(args.compare[1]), **result}, args.report)
+        Console().print(f"report: {args.report}")
     return 0
 
 

@@ -1,9 +1,10 @@
-"""Means with 95% confidence intervals per system, and paired differences against ``unprocessed``."""
+"""Means with 95% confidence intervals per system, and paired differences against ``unprocessed``
+(or, for ``--compare``, between one system of two scores files)."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -41,12 +42,12 @@ class Estimate:
         ok = math.isfinite(self.half_width)
         return {"n": self.n, "mean": self.mean, "ci95": list(self.ci95) if ok else None}
 
-    def text(self) -> str:
+    def text(self, digits: int = 3) -> str:
         if self.n == 0:
             return "-"
         if not math.isfinite(self.half_width):
-            return f"{self.mean:.3f}"
-        return f"{self.mean:.3f} ± {self.half_width:.3f}"
+            return f"{self.mean:.{digits}f}"
+        return f"{self.mean:.{digits}f} ± {self.half_width:.{digits}f}"
 
 
 def system_estimates(rows: list[ScoreRow]) -> dict[str, dict[str, Estimate]]:
@@ -122,8 +123,60 @@ def summary_table(rows: list[ScoreRow], title: str = "scores"):
     return table
 
 
-def _highlighted(e: Estimate) -> str:
+def _highlighted(e: Estimate, digits: int = 3) -> str:
     """Bold when the 95% interval excludes zero."""
     lo, hi = e.ci95
     excludes_zero = math.isfinite(e.half_width) and (lo > 0 or hi < 0)
-    return f"[bold]{e.text()}[/bold]" if excludes_zero else e.text()
+    return f"[bold]{e.text(digits)}[/bold]" if excludes_zero else e.text(digits)
+
+
+def compared_rows(new: list[ScoreRow], base: list[ScoreRow], systems: tuple[str, str]) -> list[ScoreRow]:
+    """The rows of ``systems[0]`` in ``new`` and ``systems[1]`` in ``base`` on the (scene, listener)
+    pairs both have, relabelled ``"new"`` and ``"base"`` (for :func:`paired_differences` with
+    ``baseline="base"``)."""
+    sides = (("new", new, systems[0]), ("base", base, systems[1]))
+    pairs = set.intersection(*({r.key[:2] for r in rows if r.system == system} for _, rows, system in sides))
+    return [
+        replace(r, system=label)
+        for label, rows, system in sides
+        for r in rows
+        if r.system == system and r.key[:2] in pairs
+    ]
+
+
+def comparison_dict(new: list[ScoreRow], base: list[ScoreRow], systems: tuple[str, str]) -> dict:
+    """Means of each side (:func:`compared_rows`) over the pairs both have, and ``new - base`` (by pair and by scene)."""
+    rows = compared_rows(new, base, systems)
+    return {
+        "systems": {"new": systems[0], "base": systems[1]},
+        "pairs": len(rows) // 2,
+        "means": {s: {m: e.as_dict() for m, e in ms.items()} for s, ms in system_estimates(rows).items()},
+        "difference": {m: e.as_dict() for m, e in paired_differences(rows, baseline="base")["new"].items()},
+        "difference_by_scene": {
+            m: e.as_dict() for m, e in paired_differences(rows, baseline="base", by_scene=True)["new"].items()
+        },
+    }
+
+
+def comparison_table(new: list[ScoreRow], base: list[ScoreRow], systems: tuple[str, str], names: tuple[str, str]):
+    """A rich table of :func:`comparison_dict`: each side's means, then ``new - base`` by pair and by scene."""
+    from rich.table import Table
+
+    rows = compared_rows(new, base, systems)
+    table = Table(
+        title=f"new: {names[0]}\nbase: {names[1]}\n{len(rows) // 2} (scene, listener) pairs in both: mean ± 95% CI",
+        caption="Δ: paired difference new - base (by scene: listeners averaged per scene first); bold: the CI excludes 0",
+    )
+    table.add_column("", no_wrap=True)
+    table.add_column("n", justify="right")
+    for m in METRICS:
+        table.add_column(m, justify="right")
+    estimates = system_estimates(rows)
+    for label, system in zip(("new", "base"), systems):
+        ests = estimates[label]
+        table.add_row(f"{label} ({system})", str(ests["combined"].n), *(ests[m].text(4) for m in METRICS))
+    table.add_section()
+    for title, by_scene in (("Δ new - base", False), ("Δ by scene", True)):
+        ests = paired_differences(rows, baseline="base", by_scene=by_scene)["new"]
+        table.add_row(title, str(ests["combined"].n), *(_highlighted(ests[m], 4) for m in METRICS))
+    return table
