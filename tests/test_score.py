@@ -167,6 +167,30 @@ def test_compare_pairs_two_files_on_their_common_pairs(data, tmp_path, capsys):
     assert same["pairs"] == len(PAIRS) and same["difference"]["combined"]["mean"] == 0.0
 
 
+def test_compare_with_root_breaks_differences_down_by_scene_kind_and_snr(data, tmp_path, capsys):
+    """--compare A B ROOT: new - base by scene within each interferer kind and SNR band of the split's metadata."""
+    root = tmp_path / "clarity"
+    shutil.copytree(data["root"] / "metadata", root / "metadata")
+    talker = [{"type": "speech", "name": "x"}]
+    meta = [{"scene": "S00001", "SNR": -1.0, "interferers": talker},
+            {"scene": "S00002", "SNR": 2.0, "interferers": [{"type": "noise", "name": "y"}]},
+            {"scene": "S00003", "SNR": 5.9, "interferers": talker}]
+    (root / "metadata" / f"scenes.{SPLIT}.json").write_text(json.dumps(meta))
+    report = tmp_path / "compare.json"
+    assert main(["score", str(root), "--compare", str(data["csv"]), str(data["csv"]), "--system", "enhanced,unprocessed",
+                 "--report", str(report)]) == 0
+    assert "Δ with a competing talker" in capsys.readouterr().out
+    got = json.loads(report.read_text())["difference_by_group"]
+    assert list(got) == ["noise and babble only", "with a competing talker", "SNR -6..+0 dB", "SNR +0..+6 dB"]
+    for label, scenes in (("with a competing talker", {"S00001", "S00003"}), ("SNR +0..+6 dB", {"S00002", "S00003"})):
+        expected = paired_differences([r for r in data["rows"] if r.scene in scenes], by_scene=True)["enhanced"]
+        for m in ("haspi", "hasqi", "combined"):
+            assert got[label][m]["mean"] == pytest.approx(expected[m].mean) and got[label][m]["n"] == 2
+    (root / "metadata" / f"scenes.{SPLIT}.json").write_text(json.dumps(meta[:2]))
+    assert main(["score", str(root), "--compare", str(data["csv"]), str(data["csv"])]) == 2
+    assert "scene S00003 is not in" in capsys.readouterr().err
+
+
 def test_shards_merge_to_the_unsharded_run(data, tmp_path):
     """Two shards (one through a 2-process pool), unprocessed only, merge == the full run's unprocessed rows."""
     shards = [tmp_path / "s1.csv", tmp_path / "s2.csv"]

@@ -21,17 +21,12 @@ from pathlib import Path
 
 import torch
 
-from rtha.data import ClarityDataset, SceneSegments
+from rtha.data import ClarityDataset, SceneSegments, scene_groups, snr_band
 from rtha.enhance import load_checkpoint
 from rtha.errors import RthaError
 
 from .calibrate import OutputGain
 from .losses import si_sdr
-
-
-def has_talker(scene: dict) -> bool:
-    """Whether a competing talker is among a scene's interferers."""
-    return any(i.get("type") == "speech" for i in scene.get("interferers", []))
 
 
 @torch.no_grad()
@@ -61,14 +56,13 @@ def measure(model, seg: SceneSegments, device=None, dry_mix: float = 0.0) -> dic
         a, b = si_sdr(mix, ref).item(), si_sdr(est, ref).item()
         rows.append((seg.items[i][0], a, b))
     n = len(rows)
-    by_snr: dict[int, list[float]] = {}  # lower edge of a 6 dB SNR band -> SI-SDRi values
+    by_snr: dict[float, list[float]] = {}  # lower edge of a 6 dB SNR band -> SI-SDRi values
     by_kind: dict[str, list[float]] = {}
     for scene, a, b in rows:
         snr = meta[scene].get("SNR")
         if snr is not None:
-            by_snr.setdefault(int(math.floor(snr / 6) * 6), []).append(b - a)
-        kind = "with a competing talker" if has_talker(meta[scene]) else "noise and babble only"
-        by_kind.setdefault(kind, []).append(b - a)
+            by_snr.setdefault(math.floor(snr / 6) * 6, []).append(b - a)
+        by_kind.setdefault(scene_groups(meta[scene])[0], []).append(b - a)
 
     def mean(v):
         return round(sum(v) / len(v), 3) if v else None
@@ -81,7 +75,7 @@ def measure(model, seg: SceneSegments, device=None, dry_mix: float = 0.0) -> dic
         "si_sdri_db": mean([r[2] - r[1] for r in rows]),
         "si_sdri_noise_db": mean(by_kind.get("noise and babble only", [])),
         "si_sdri_talker_db": mean(by_kind.get("with a competing talker", [])),
-        "by_snr": {f"{lo:+d}..{lo + 6:+d} dB": mean(v) for lo, v in sorted(by_snr.items())},
+        "by_snr": {snr_band(lo): mean(v) for lo, v in sorted(by_snr.items())},
         "by_interferer": {k: mean(v) for k, v in sorted(by_kind.items())},
         "output_gain": round(gain.gain, 4),
     }

@@ -20,7 +20,8 @@ An existing --out is resumed: its rows are kept and only missing pairs are score
 appended and flushed one by one); --force starts it afresh. Shards: run `--shard i/N` for
 i = 1..N, then `rtha score --merge shard*.csv --out all.csv`.
 Two models or settings, paired on the pairs both scored: `rtha score --compare new.csv old.csv`
-(system enhanced in each; --system NEW[,BASE] picks others; --report writes the numbers as JSON).
+(system enhanced in each; --system NEW[,BASE] picks others; --report writes the numbers as JSON);
+with ROOT (and --split) also by scene kind (noise and babble only / competing talker) and SNR band.
 Challenge-comparable amplification: --systems unprocessed --rate 44100 --nfir 220 --linear-phase."""
 
 
@@ -121,11 +122,10 @@ def _compare(args) -> int:
     from ..score.summary import comparison_dict, comparison_table
     from .common import output_path
 
-    for flag in ("root", "out", "merge", "shard", "limit", "enhanced_dir", "systems", "rate", "nfir", "model", "dry_mix",
+    for flag in ("out", "merge", "shard", "limit", "enhanced_dir", "systems", "rate", "nfir", "model", "dry_mix",
                  "plots"):
         if getattr(args, flag) is not None:
-            name = "ROOT" if flag == "root" else "--" + flag.replace("_", "-")
-            raise RthaError(f"--compare reads two scores CSVs; it takes no {name}")
+            raise RthaError(f"--compare reads two scores CSVs; it takes no --{flag.replace('_', '-')}")
     if args.report is not None:
         output_path(args.report, args.force, "--report")
     names = [s.strip() for s in args.system.split(",")]
@@ -137,11 +137,12 @@ def _compare(args) -> int:
         present = sorted({r.system for r in rows})
         if system not in present:
             raise RthaError(f"{path}: no rows of system {system!r} (it has: {', '.join(present) or 'no rows'})")
-    result = comparison_dict(new, base, systems)
+    groups = None if args.root is None else _scene_groups(args.root, args.split, args.compare, (new, base))
+    result = comparison_dict(new, base, systems, groups)
     if result["pairs"] < 2:
         raise RthaError(f"{args.compare[0]} and {args.compare[1]} share {result['pairs']} (scene, listener) pair(s) "
                         f"of {systems[0]!r} and {systems[1]!r}; expected 2 or more to compare")
-    Console().print(comparison_table(new, base, systems, tuple(str(p) for p in args.compare)))
+    Console().print(comparison_table(new, base, systems, tuple(str(p) for p in args.compare), groups))
     if args.report is not None:
         write_report({"new": str(args.compare[0]), "base": str(args.compare[1]), **result}, args.report)
         Console().print(f"report: {args.report}")
@@ -235,3 +236,17 @@ def _score(args, console):
         "model_metadata": model["metadata"] if enhancer else None,
     }
     return result.rows, context
+
+
+def _scene_groups(root, split, paths, files) -> dict[str, tuple[str, ...]]:
+    """``{scene: group labels}`` from the split's metadata, for every scene the scores files hold."""
+    from ..data.clarity import ClarityDataset, scene_groups
+    from ..errors import RthaError
+
+    meta = {s["scene"]: s for s in ClarityDataset(root, split).scenes}
+    for path, rows in zip(paths, files):
+        missing = sorted({r.scene for r in rows} - meta.keys())
+        if missing:
+            raise RthaError(f"{path}: scene {missing[0]} is not in {root}'s {split!r} split "
+                            f"({len(missing)} scene(s) missing); expected the split the file scored (--split)")
+    return {name: scene_groups(s) for name, s in meta.items()}

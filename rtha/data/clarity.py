@@ -30,6 +30,24 @@ KINDS = ("mix", "target", "target_anechoic", "interferer")
 EARS = {"left": (0,), "right": (1,), "both": (0, 1)}
 
 
+def has_talker(scene: dict) -> bool:
+    """Whether a competing talker is among a scene's interferers."""
+    return any(i.get("type") == "speech" for i in scene.get("interferers", []))
+
+
+def snr_band(snr: float, width: int = 6) -> str:
+    """The ``width`` dB band an SNR (dB) falls in, as ``"+0..+6 dB"`` (lower edge included)."""
+    lo = int(np.floor(snr / width) * width)
+    return f"{lo:+d}..{lo + width:+d} dB"
+
+
+def scene_groups(scene: dict) -> tuple[str, ...]:
+    """The groups a scene's results are broken down by: its interferers (``"noise and babble
+    only"`` or ``"with a competing talker"``) and, where the metadata has one, its SNR band."""
+    kind = "with a competing talker" if has_talker(scene) else "noise and babble only"
+    return (kind,) if scene.get("SNR") is None else (kind, "SNR " + snr_band(scene["SNR"]))
+
+
 class ClarityDataset:
     """One split of a Clarity-format data set.
 

@@ -144,10 +144,29 @@ def compared_rows(new: list[ScoreRow], base: list[ScoreRow], systems: tuple[str,
     ]
 
 
-def comparison_dict(new: list[ScoreRow], base: list[ScoreRow], systems: tuple[str, str]) -> dict:
-    """Means of each side (:func:`compared_rows`) over the pairs both have, and ``new - base`` (by pair and by scene)."""
+def group_differences(rows: list[ScoreRow], groups: dict[str, tuple[str, ...]]) -> dict[str, dict[str, Estimate]]:
+    """``{group: {metric: Estimate of new - base}}`` by scene, over the rows of :func:`compared_rows`
+    whose scene is in each group; ``groups`` maps a scene to its group labels
+    (:func:`rtha.data.clarity.scene_groups`). Interferer kinds come first, then SNR bands, low to high."""
+    members: dict[str, list[ScoreRow]] = {}
+    for row in rows:
+        for label in groups[row.scene]:
+            members.setdefault(label, []).append(row)
+
+    def order(label: str):
+        is_band = label.startswith("SNR ")
+        return (is_band, float(label.split()[1].split("..")[0]) if is_band else 0.0, label)
+
+    return {label: paired_differences(members[label], baseline="base", by_scene=True)["new"]
+            for label in sorted(members, key=order)}
+
+
+def comparison_dict(new: list[ScoreRow], base: list[ScoreRow], systems: tuple[str, str],
+                    groups: dict[str, tuple[str, ...]] | None = None) -> dict:
+    """Means of each side (:func:`compared_rows`) over the pairs both have, and ``new - base`` (by pair
+    and by scene; with ``groups``, also by scene within each group, :func:`group_differences`)."""
     rows = compared_rows(new, base, systems)
-    return {
+    out = {
         "systems": {"new": systems[0], "base": systems[1]},
         "pairs": len(rows) // 2,
         "means": {s: {m: e.as_dict() for m, e in ms.items()} for s, ms in system_estimates(rows).items()},
@@ -156,10 +175,17 @@ def comparison_dict(new: list[ScoreRow], base: list[ScoreRow], systems: tuple[st
             m: e.as_dict() for m, e in paired_differences(rows, baseline="base", by_scene=True)["new"].items()
         },
     }
+    if groups is not None:
+        out["difference_by_group"] = {
+            label: {m: e.as_dict() for m, e in ests.items()} for label, ests in group_differences(rows, groups).items()
+        }
+    return out
 
 
-def comparison_table(new: list[ScoreRow], base: list[ScoreRow], systems: tuple[str, str], names: tuple[str, str]):
-    """A rich table of :func:`comparison_dict`: each side's means, then ``new - base`` by pair and by scene."""
+def comparison_table(new: list[ScoreRow], base: list[ScoreRow], systems: tuple[str, str], names: tuple[str, str],
+                     groups: dict[str, tuple[str, ...]] | None = None):
+    """A rich table of :func:`comparison_dict`: each side's means, then ``new - base`` by pair and by
+    scene, then (with ``groups``) by scene within each group."""
     from rich.table import Table
 
     rows = compared_rows(new, base, systems)
@@ -179,4 +205,8 @@ def comparison_table(new: list[ScoreRow], base: list[ScoreRow], systems: tuple[s
     for title, by_scene in (("Δ new - base", False), ("Δ by scene", True)):
         ests = paired_differences(rows, baseline="base", by_scene=by_scene)["new"]
         table.add_row(title, str(ests["combined"].n), *(_highlighted(ests[m], 4) for m in METRICS))
+    if groups is not None:
+        table.add_section()
+        for label, ests in group_differences(rows, groups).items():
+            table.add_row(f"Δ {label}", str(ests["combined"].n), *(_highlighted(ests[m], 4) for m in METRICS))
     return table
