@@ -4,7 +4,8 @@ Both engines run the one definition of the streaming step in
 :mod:`rtha.enhance.kernels` (:func:`~rtha.enhance.kernels.forward` inside
 :func:`~rtha.enhance.kernels.stream_block`):
 
-- :class:`NumbaEngine` (CPU): everything compiled, one call per block;
+- :class:`NumbaEngine` (CPU): everything compiled, one call per block on
+  one native handle (:class:`~rtha.enhance.kernels.Stream`);
 - :class:`TorchEngine` (CUDA, or CPU for checking): the same source run in
   Python with :class:`TorchOps`; the network's state and work buffers stay on
   the device, each chunk of frames is one copy in and one copy out.
@@ -106,7 +107,7 @@ def framing_buffers(cfg, rows: int) -> dict:
                 dec=np.zeros((rows, cfg.L), np.float32))
 
 
-F64 = ("neff", "cln")  # the frame counts and cLN sums are float64, everything else float32
+DTYPES = {"neff": "float64", "cln": "float64", "pos": "int64"}  # by field name; everything else float32
 
 
 def state_shapes(cfg, w: StreamWeights, channels: int) -> dict:
@@ -114,7 +115,7 @@ def state_shapes(cfg, w: StreamWeights, channels: int) -> dict:
     nb = len(w.dil)
     maxpad = int((cfg.P - 1) * w.dil.max()) if nb else 0
     layers = 1 + 2 * nb + (1 if cfg.ctx_window else 0)
-    return {"neff": (1,), "cln": (layers, channels, 2), "hist": (nb, channels, maxpad, cfg.H)}
+    return {"neff": (1,), "cln": (layers, channels, 2), "hist": (nb, channels, maxpad, cfg.H), "pos": (1,)}
 
 
 def scratch_shapes(cfg, channels: int, frames: int) -> dict:
@@ -137,7 +138,7 @@ class NumbaEngine:
 
     @staticmethod
     def _zeros(name: str, shape) -> np.ndarray:
-        return np.zeros(shape, np.float64 if name in F64 else np.float32)
+        return np.zeros(shape, DTYPES.get(name, "float32"))
 
     def reset(self, channels: int, frames: int) -> None:
         """A new stream of ``channels`` channels, in chunks of up to ``frames`` frames."""
@@ -153,16 +154,16 @@ class NumbaEngine:
         C = self.io.pend.shape[0]
         self.b = Scratch(*(self._zeros(k, v) for k, v in scratch_shapes(self.cfg, C, frames).items()))
         self.io = self.io._replace(**framing_buffers(self.cfg, C * frames))
-        # The compiled function itself, without the dispatcher's type check of ~40 arrays per call (6-8 us
-        # of a lean model's ~70 us block): the records' types never change, and process's x and out are
-        # C-contiguous float32 (channels, n) as Stage.process_block makes them.
-        block = np.zeros((C, 1), np.float32)
-        args = (block, block, self.w, self.s, self.b, self.io, self.dry_mix)
-        self._process_block = kernels.process_block.compile(tuple(numba.typeof(a) for a in args))
+        self._stream = kernels.Stream(self.w, self.s, self.b, self.io, self.dry_mix)
+        # The compiled function itself, without the dispatcher's type check per call: the stream's type
+        # never changes, and process's x and out are C-contiguous float32 (channels, n) as
+        # Stage.process_block makes them.
+        block = numba.typeof(np.zeros((C, 1), np.float32))
+        self._process_block = kernels.process_block.compile((block, block, numba.typeof(self._stream)))
 
     def process(self, x: np.ndarray, out: np.ndarray) -> None:
         """``x (C, n)`` -> ``out (C, n)``: C-contiguous float32 both (the call checks no types)."""
-        self._process_block(x, out, self.w, self.s, self.b, self.io, self.dry_mix)
+        self._process_block(x, out, self._stream)
 
 
 class TorchOps:
@@ -208,19 +209,23 @@ class TorchOps:
         out.view(C, F, -1).copy_((v - mean.to(v.dtype)) * scale.to(v.dtype) * gain + bias)
 
     @staticmethod
-    def depthwise(y, w, b, slope, hist, dil, C, F, out):
+    def depthwise(y, w, b, slope, hist, dil, pos, C, F, out):
         import torch
 
         P, H = w.shape
         pad = (P - 1) * int(dil)
-        maxpad = hist.shape[1]
         v = y.view(C, F, H)
-        buf = torch.cat([hist[:, maxpad - pad :], v], 1) if pad else v
+        if pad:
+            k = (torch.arange(-pad, F, device=y.device) + pos) % pad  # ring rows: of the frames read, then the new
+            buf = torch.cat([hist[:, k[:pad]], v], 1)
+        else:
+            buf = v
         z = b + buf[:, 0:F] * w[0]
         for p in range(1, P):
             z = z + buf[:, p * int(dil) : p * int(dil) + F] * w[p]
         if pad:
-            hist[:, maxpad - pad :] = buf[:, F:]
+            first = max(F - pad, 0)
+            hist[:, k[pad + first :]] = v[:, first:]
         torch.where(z < 0, z * slope, z, out=out.view(C, F, H))
 
     @staticmethod
@@ -267,7 +272,7 @@ class TorchEngine:
         return float(v) if isinstance(v, np.floating) else v
 
     def _zeros(self, name: str, shape):
-        dtype = self.torch.float64 if name in F64 else self.torch.float32
+        dtype = getattr(self.torch, DTYPES.get(name, "float32"))
         return self.torch.zeros(shape, dtype=dtype, device=self.device)
 
     def reset(self, channels: int, frames: int) -> None:

@@ -6,7 +6,8 @@ engine carries every piece of state the offline pass would see:
 
 - the encoder input tail (the last ``L - S`` samples plus any partial hop;
   ``ctx_window - S`` for a model with a context analysis),
-- for each dilated depthwise conv, its last ``(P-1)*dilation`` input frames,
+- for each dilated depthwise conv, its last ``(P-1)*dilation`` input frames
+  (rings indexed by one frame count),
 - for each cLN, the running sum and sum of squares (float64) and one frame
   count shared by all cLN layers,
 - the decoder overlap-add tail (``S`` samples) and the output FIFO.
