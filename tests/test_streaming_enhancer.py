@@ -335,3 +335,40 @@ def test_threads_are_checked_and_set_up_by_the_caller(model):
             set_threads(0)
     finally:
         set_threads(before)
+
+
+DENSE_CHECK = """
+import numpy as np
+from rtha.enhance.kernels import WIDE_TILES, dense
+rng = np.random.default_rng(0)
+worst = 0.0
+for M in range(1, 10):
+    for N in (1, 5, 8, 13):
+        x = rng.standard_normal((M, 37)).astype(np.float32)
+        w = rng.standard_normal((N, 37)).astype(np.float32)
+        b = rng.standard_normal(N).astype(np.float32)
+        ref = x.astype(np.float64) @ w.T.astype(np.float64) + b
+        for slope, add in ((np.float32(0.25), False), (np.float32(1.0), True)):
+            out = rng.standard_normal((M, N)).astype(np.float32)
+            want = out + ref if add else np.where(ref < 0, slope * ref, ref)
+            dense(x, w, b, slope, out, add)
+            worst = max(worst, float(np.abs(out - want).max()))
+print(WIDE_TILES, worst)
+"""
+
+
+def test_dense_tiles_compute_prelu_and_accumulate_on_this_cpu_and_on_avx2(tmp_path):
+    """Every row count and a ragged last tile, with the tiles of this CPU and of AVX2 (a fresh process,
+    own numba cache): AVX-512 machines run 4-row tiles, others 2-row ones."""
+    import os
+    import subprocess
+    import sys
+
+    avx2 = {"NUMBA_CPU_NAME": "haswell", "NUMBA_CPU_FEATURES": "", "NUMBA_CACHE_DIR": str(tmp_path)}
+    for extra, wide in (({}, None), (avx2, "False")):
+        run = subprocess.run([sys.executable, "-c", DENSE_CHECK], env={**os.environ, **extra},
+                             capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr[-2000:]
+        tiles, worst = run.stdout.split()
+        assert wide is None or tiles == wide
+        assert float(worst) < 1e-4

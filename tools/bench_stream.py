@@ -57,6 +57,7 @@ from rtha.enhance import (  # noqa: E402
     load_checkpoint,
 )
 from rtha.enhance.config import PRESETS  # noqa: E402
+from rtha.enhance.kernels import target_has_avx512  # noqa: E402
 from rtha.enhance.streaming import set_threads  # noqa: E402
 
 #: Environment that restricts every library on the path to AVX2, so that an AVX-512 machine runs the
@@ -82,8 +83,7 @@ def kernels_in_use() -> str:
     import scipy.linalg  # noqa: F401  (loads OpenBLAS)
     from numba.core import config
 
-    features = config.CPU_FEATURES if config.CPU_FEATURES is not None else ll.get_host_cpu_features().flatten()
-    numba = f"{config.CPU_NAME or ll.get_host_cpu_name()}{'+avx512' if '+avx512f' in features else ''}"
+    numba = f"{config.CPU_NAME or ll.get_host_cpu_name()}{'+avx512' if target_has_avx512() else ''}"
     blas = "?"
     with open("/proc/self/maps") as maps:
         libs = {line.split()[-1] for line in maps if "openblas" in line.lower() and line.rstrip().endswith(".so")}

@@ -25,8 +25,9 @@ named as the functions use them.
 Speed: a 1x1 conv is a matmul of only ``C * F`` rows (2 for a 4 ms block of
 the lean models), where BLAS calls cost more than the arithmetic: OpenBLAS
 has small-matrix kernels for AVX-512 only and runs ~2 GMAC/s at 2 rows on
-AVX2.  :func:`dense` is compiled instead: tiles of 4 (then 2, 1) rows by 4
-outputs, ~15-25 GMAC/s on both.  With 1-2 frames per block every weight is
+AVX2.  :func:`dense` is compiled instead: tiles of rows by 4 outputs, ~15-25
+GMAC/s on both (4 rows where AVX-512 gives 32 vector registers, 2 on AVX2's
+16, see :data:`WIDE_TILES`).  With 1-2 frames per block every weight is
 read once per block, so a model whose weights outgrow the core's L2 cache
 streams them from L3 each block.
 """
@@ -42,6 +43,21 @@ from numba.experimental import structref
 from .config import CLN_EPS, CTX_EPS, CTX_POWER
 
 FAST = {"reassoc", "contract"}  # vectorised sums and FMAs; no assumption about NaN/Inf
+
+
+def target_has_avx512() -> bool:
+    """Whether numba compiles for AVX-512 here (its target features: the host's, or ``NUMBA_CPU_FEATURES``)."""
+    import llvmlite.binding as ll
+    from numba.core import config
+
+    features = config.CPU_FEATURES if config.CPU_FEATURES is not None else ll.get_host_cpu_features().flatten()
+    return "+avx512f" in features
+
+
+#: :func:`dense`'s tile: 4 rows by 4 outputs needs 16 sums and 8 operands in vector registers, which
+#: AVX-512's 32 hold and AVX2's 16 do not (the sums spill; ~20 % slower on an AMD EPYC). Fixed at
+#: import, from the same features that numba compiles for and keys its cache by.
+WIDE_TILES = target_has_avx512()
 
 
 class StreamWeights(NamedTuple):
@@ -269,12 +285,22 @@ def dense(x, w, b, slope, out, add):
     """``out = prelu(x @ w.T + b, slope)``, or ``out += x @ w.T + b`` when ``add``.
 
     ``x (M, K)``, ``w (N, K)``, ``b (N,)``, ``out (M, N)``; ``slope`` 0 is a
-    ReLU, 1 no activation.  Tiles of 4 rows (then 2, then 1) by 4 outputs:
-    each element of ``x`` and ``w`` loaded serves several of the tile's dot
-    products.  The last tile of a row repeats its last output and stores it once.
+    ReLU, 1 no activation.  Tiles of 4 rows (then 2, then 1; 2 then 1 unless
+    :data:`WIDE_TILES`) by 4 outputs: each element of ``x`` and ``w`` loaded
+    serves several of the tile's dot products.  The last tile of a row repeats its last output and stores it once.
     """
     M = x.shape[0]
     N = w.shape[0]
+    if not WIDE_TILES:
+        # 2-row tiles, all rows per 4 weight rows: those stay in L1 while every row uses them
+        for n in range(0, N, 4):
+            r = 0
+            while M - r >= 2:
+                _tile2x4(x, w, b, slope, out, add, r, n)
+                r += 2
+            if M - r == 1:
+                _tile1x4(x, w, b, slope, out, add, r, n)
+        return
     r = 0
     while M - r >= 4:
         for n in range(0, N, 4):
