@@ -266,6 +266,12 @@ class Trainer:
             setattr(self, key, s[key])
         # Validation noise (~0.1 dB on 50 scenes) halves the lr too often; a floor set later lifts it.
         self.lr_scale = max(self.lr_scale, self._min_lr_scale)
+        # The config's lr is the base, also when a resume changes it (the scheduler's state holds the old
+        # one); lr_scale carries the halvings. Set now, so that the first step already runs at it.
+        lr = self.cfg.train.lr * self._lr_factor(self.sched.last_epoch)
+        self.sched.base_lrs = [self.cfg.train.lr] * len(self.opt.param_groups)
+        for group in self.opt.param_groups:
+            group["initial_lr"], group["lr"] = self.cfg.train.lr, lr
         self.output_gain = s.get("output_gain", 1.0)  # runs saved before calibration existed
         self.cpu_elapsed = s.get("cpu_elapsed", 0.0)  # runs saved before CPU time was counted
         if s.get("valid_dry_mix", 0.0) != self.cfg.train.dry_mix:
