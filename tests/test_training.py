@@ -358,6 +358,19 @@ def test_study_reads_curves_and_times_the_streaming_model(corpus, scenes, tmp_pa
     assert gmac_per_s(ConvTasNetConfig.preset("default")) == pytest.approx(2.85, abs=0.01)
     assert gmac_per_s(ConvTasNetConfig.preset("lean")) == pytest.approx(0.18, abs=0.01)
     assert study_main([str(tmp_path / "missing")]) == 2
+    # a run as committed (state.pt and log, no last.pt): the weights come from the resumable state
+    committed = tmp_path / "committed"
+    committed.mkdir()
+    capsys.readouterr()
+    for name in ("state.pt", "log.csv"):
+        (committed / name).write_bytes((tmp_path / "a" / name).read_bytes())
+    (committed / "config.toml").write_text('[model]\npreset = "tiny"\nN = 16\nB = 16\nH = 32\nX = 3\nR = 1\n')
+    assert study_main([str(committed), "--json"]) == 0
+    (same,) = json.loads(capsys.readouterr().out)
+    assert same["curve"] == row["curve"] and same["params_m"] == row["params_m"]
+    (committed / "state.pt").write_bytes(b"not a state")
+    assert study_main([str(committed), "--no-rtf"]) == 2
+    assert "state.pt" in capsys.readouterr().err
 
 
 def test_init_from_starts_a_new_model_from_a_trained_one_and_continues_its_counters(corpus, scenes, tmp_path):

@@ -3,7 +3,8 @@
     python -m training.study runs/study/* --plot models/study.png [--json] [--budget-min 10]
     python -m training.study models/state/default --plot models/training_curve.png --no-rtf
 
-Each argument is a run folder (``log.csv``, ``config.toml``, ``last.pt``) trained
+Each argument is a run folder (``log.csv``, ``config.toml``, and ``last.pt`` or,
+as committed, only the resumable ``state.pt``) trained
 with validations on a CPU-time grid (``[train] valid_every_cpu_s``, ``rtha train
 --max-minutes M --cpu-clock``). For each run: dev SI-SDRi (all scenes, noise and
 babble only, with a competing talker) at every validation against training
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import pickle
 import sys
 import time
 from pathlib import Path
@@ -25,6 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from rtha.errors import RthaError
+
+from .config import load_config
 
 
 def read_curve(run: Path) -> dict:
@@ -57,18 +61,36 @@ def gmac_per_s(cfg) -> float:
     return per_frame * cfg.sample_rate / cfg.hop / 1e9
 
 
-def stream_rtf(model_path: Path, seconds: float = 8.0, block_ms: float = 4.0) -> tuple[float, float]:
-    """``(streaming RTF, offline RTF)`` on one thread, measured side by side (CPU time)."""
+def run_model(run: Path):
+    """The run's latest model: ``last.pt``, else the weights in its resumable ``state.pt``."""
     import torch
 
-    from rtha.enhance import StreamingEnhancer, load_checkpoint
+    from rtha.enhance import ConvTasNet, load_checkpoint
+
+    if (run / "last.pt").is_file() or not (run / "state.pt").is_file():
+        return load_checkpoint(run / "last.pt")[0]
+    model = ConvTasNet(load_config(run / "config.toml").model_config())
+    try:
+        model.load_state_dict(torch.load(run / "state.pt", map_location="cpu", weights_only=True)["model"])
+    except RuntimeError as e:  # names and shapes that do not match the config
+        raise RthaError(f"{run / 'state.pt'}: its weights do not fit {run / 'config.toml'} "
+                        f"({str(e).splitlines()[-1].strip()[:160]})") from None
+    except (KeyError, EOFError, ValueError, pickle.UnpicklingError):
+        raise RthaError(f"{run / 'state.pt'}: not a training state written by rtha train") from None
+    return model.eval()
+
+
+def stream_rtf(model, seconds: float = 8.0, block_ms: float = 4.0) -> tuple[float, float]:
+    """``(streaming RTF, offline RTF)`` of ``model`` on one thread, measured side by side (CPU time)."""
+    import torch
+
+    from rtha.enhance import StreamingEnhancer
 
     torch.set_num_threads(1)
-    model, _ = load_checkpoint(model_path)
     fs = model.cfg.sample_rate
     block = int(round(block_ms * fs / 1000))
     x = (0.05 * np.random.default_rng(0).standard_normal((1, int(seconds * fs)))).astype(np.float32)
-    enh = StreamingEnhancer(model_path, threads=1, block_size=block)
+    enh = StreamingEnhancer(model, threads=1, block_size=block)
     enh.process_block(x[:, :block])  # compile / warm up
     enh.reset()
     t0 = time.process_time()
@@ -84,13 +106,10 @@ def stream_rtf(model_path: Path, seconds: float = 8.0, block_ms: float = 4.0) ->
 
 
 def summarise(runs: list[Path], budget_min: float | None, rtf: bool) -> list[dict]:
-    from rtha.enhance import load_checkpoint
-
     out = []
     for run in runs:
         c = read_curve(run)
-        model_path = run / "last.pt"
-        model, _ = load_checkpoint(model_path)
+        model = run_model(run)
         keep = [i for i, m in enumerate(c["cpu_min"]) if budget_min is None or m <= budget_min + 0.5]
         if not keep:
             raise RthaError(f"{run}: no validation within {budget_min} CPU-minutes")
@@ -105,7 +124,7 @@ def summarise(runs: list[Path], budget_min: float | None, rtf: bool) -> list[dic
             "curve": {k: [c[k][i] for i in keep] for k in ("cpu_min", "si_sdri_db", "noise", "talker")},
         }
         if rtf:
-            row["stream_rtf"], row["offline_rtf"] = (round(v, 4) for v in stream_rtf(model_path))
+            row["stream_rtf"], row["offline_rtf"] = (round(v, 4) for v in stream_rtf(model))
             row["stream_over_offline"] = round(row["stream_rtf"] / row["offline_rtf"], 2)
         out.append(row)
     return out
