@@ -55,7 +55,7 @@ def target_has_avx512() -> bool:
 
 
 #: :func:`dense`'s tile: 4 rows by 4 outputs needs 16 sums and 8 operands in vector registers, which
-#: AVX-512's 32 hold and AVX2's 16 do not (the sums spill; ~20 % slower on an AMD EPYC). Fixed at
+#: AVX-512's 32 hold and AVX2's 16 do not (the sums spill: 1.3-1.6x slower on an AMD EPYC). Fixed at
 #: import, from the same features that numba compiles for and keys its cache by.
 WIDE_TILES = target_has_avx512()
 
