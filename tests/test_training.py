@@ -411,13 +411,13 @@ def test_lr_min_floors_the_plateau_halving_and_lifts_a_resumed_run(corpus, scene
     floored = Trainer(cfg(lr_min=2.5e-4, epochs=10), resume=True, progress=False)
     assert floored.lr_scale == 0.25  # lifted to the floor
     assert floored.opt.param_groups[0]["lr"] == pytest.approx(2.5e-4)  # from the first step on
-    raised = Trainer(cfg(lr=2e-3, lr_min=1e-3, epochs=10), resume=True, progress=False)
-    assert raised.lr_scale == 0.5 and raised.opt.param_groups[0]["lr"] == pytest.approx(1e-3)  # a new lr counts
-    raised.fit()
-    assert float(log_rows(tmp_path / "run")[-1]["lr"]) == pytest.approx(1e-3)
     for _ in range(2):
         floored.best = math.inf
         floored.end_epoch()
     assert floored.lr_scale == 0.25
+    raised = Trainer(cfg(lr=2e-3, lr_min=1e-3, epochs=10), resume=True, progress=False)
+    assert raised.lr_scale == 0.5 and raised.opt.param_groups[0]["lr"] == pytest.approx(1e-3)  # a new lr counts
+    raised.fit()
+    assert float(log_rows(tmp_path / "run")[-1]["lr"]) == pytest.approx(1e-3)
     with pytest.raises(RthaError, match="lr_min"):
         cfg(lr_min=2e-3)
