@@ -279,6 +279,10 @@ def test_training_with_a_dry_mix_ships_it_and_validates_as_played(corpus, scenes
     same = Trainer(small_config(scenes, tmp_path / "run", data=dynamic(corpus), loss="snr_cs", dry_mix=0.3, epochs=2),
                    resume=True, progress=False)
     assert same.best == trainer.best
+    # Resumed on another loss, the run aims elsewhere: best.pt starts afresh too.
+    other = Trainer(small_config(scenes, tmp_path / "run", data=dynamic(corpus), loss="snr_pooled", dry_mix=0.3,
+                                 epochs=2), resume=True, progress=False)
+    assert other.best == -math.inf and other.global_step == trainer.global_step
 
 
 def test_time_budget_stops_resumably(corpus, scenes, tmp_path):
@@ -421,3 +425,22 @@ def test_lr_min_floors_the_plateau_halving_and_lifts_a_resumed_run(corpus, scene
     assert float(log_rows(tmp_path / "run")[-1]["lr"]) == pytest.approx(1e-3)
     with pytest.raises(RthaError, match="lr_min"):
         cfg(lr_min=2e-3)
+
+
+def test_pooled_snr_scales_like_least_squares_where_per_example_snr_leaves_noise_in():
+    from training.losses import pooled_snr, snr
+
+    g = torch.Generator().manual_seed(5)
+    ref = torch.randn(2, 8000, generator=g)
+    assert pooled_snr(ref[:1] * 0.5, ref[:1]).item() == pytest.approx(snr(ref[:1] * 0.5, ref[:1]).item(), abs=1e-4)
+    # One easy example (noise 20 dB down) and one hard one (noise 6 dB up), at different levels.
+    noise = torch.randn(2, 8000, generator=g) * torch.tensor([[0.1], [2.0]])
+    ref, est = ref * torch.tensor([[3.0], [0.2]]), (ref + noise) * torch.tensor([[3.0], [0.2]])
+    scales = torch.linspace(0.05, 1.5, 2901)
+    best = {name: scales[torch.stack([measure(s * est, ref).mean() for s in scales]).argmax()].item()
+            for name, measure in (("pooled", pooled_snr), ("snr", snr))}
+    # The least-squares gain of the scaled output on the batch, each example relative to its target's energy:
+    energy = ref.pow(2).sum(-1)
+    ls_gain = lambda s: ((s * est * ref).sum(-1) / energy).sum() / ((s * est).pow(2).sum(-1) / energy).sum()  # noqa: E731
+    assert ls_gain(best["pooled"]).item() == pytest.approx(1.0, abs=0.002)  # level-true over the batch
+    assert ls_gain(best["snr"]).item() < 0.6  # the hard example's noise is left in: the output is too loud

@@ -77,7 +77,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--input", type=Path, help="audio file (default: the built-in example looped to --seconds)")
     ap.add_argument("--seconds", type=float, default=20.0, help="length of the looped example (default 20)")
-    ap.add_argument("--models", nargs="+", default=["default", "tiny"], help="presets; 'none' for no enhancer")
+    ap.add_argument("--models", nargs="+", default=["default", "tiny"],
+                    help="shipped models (models/NAME.pt, else a random model of preset NAME); 'none' for no enhancer")
     ap.add_argument("--blocks", nargs="+", default=["2ms", "4ms", "8ms", "16ms"])
     ap.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     ap.add_argument("--nalr-phase", choices=("minimum", "linear"), default="minimum")

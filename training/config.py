@@ -56,7 +56,7 @@ class TrainConfig:
     warmup_steps: int = 100  # linear warm-up from lr/warmup_steps
     lr_patience: int = 3  # halve the lr after this many epochs without a better validation; 0: never
     lr_min: float = 0.0  # the halving stops at this lr (a resume below it starts there); 0: no floor
-    loss: str = "si_sdr"  # "snr": level and polarity learnt; "si_sdr": calibrated on export
+    loss: str = "si_sdr"  # "snr", "snr_pooled": level and polarity learnt; "si_sdr": calibrated on export
     dry_mix: float = 0.0  # fraction of the input in the output it is trained (and shipped) with; caps noise reduction
     # a model file (or a run's state.pt) whose weights start a new run where their names and shapes match;
     # the new run also takes over its step and training-time counters (the CPU-hours continue)

@@ -6,13 +6,15 @@ structure). ``si_sdr`` is blind to both: a model trained on it may come out
 quiet or inverted and needs ``training.calibrate``. ``snr_cs`` averages ``snr``
 with :func:`compressed_spectrum_snr`, which sees quiet speech (consonants,
 onsets) as HASPI does and counts speech removed as worse than noise left.
+``snr_pooled`` (:func:`pooled_snr`) is one SNR over the batch: it does not
+discount the hardest examples, so the output is level-true over a split too.
 """
 
 from __future__ import annotations
 
 import torch
 
-LOSSES = ("snr", "si_sdr", "snr_cs")
+LOSSES = ("snr", "si_sdr", "snr_cs", "snr_pooled")
 
 
 def si_sdr(est: torch.Tensor, ref: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
@@ -58,11 +60,25 @@ def compressed_spectrum_snr(est: torch.Tensor, ref: torch.Tensor, power: float =
     return 10 * torch.log10((energy + eps) / (error + eps * energy + eps))
 
 
+def pooled_snr(est: torch.Tensor, ref: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """One SNR in dB for a whole batch, ``(batch, samples) -> ()``: ``-10 log10`` of the mean relative error.
+
+    Each example's error counts relative to its target's energy, and the mean is
+    taken before the log, so the hardest examples are not discounted as they are
+    by the mean of per-example dB (whose gradient weights an example by
+    ``1 / error``). The optimum is the least-squares estimate, whose gain on the
+    target is 1: where speech cannot be separated the noise is taken down with it.
+    """
+    energy = ref.pow(2).sum(-1)
+    relative = ((ref - est).pow(2).sum(-1) + eps * energy + eps) / (energy + eps)
+    return -10 * torch.log10(relative.mean())
+
+
 def _snr_cs(est: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     return 0.5 * (snr(est, ref) + compressed_spectrum_snr(est, ref))
 
 
 def loss_fn(name: str):
-    """The negative of measure ``name`` (``"snr"``, ``"si_sdr"`` or ``"snr_cs"``), to minimise."""
-    measure = {"snr": snr, "si_sdr": si_sdr, "snr_cs": _snr_cs}[name]
+    """The negative of measure ``name`` (one of :data:`LOSSES`), to minimise."""
+    measure = {"snr": snr, "si_sdr": si_sdr, "snr_cs": _snr_cs, "snr_pooled": pooled_snr}[name]
     return lambda est, ref: -measure(est, ref).mean()

@@ -247,6 +247,7 @@ class Trainer:
             "last_metrics": self.last_metrics,
             "output_gain": self.output_gain,
             "valid_dry_mix": self.cfg.train.dry_mix,
+            "loss_name": self.cfg.train.loss,
         }
 
     def _load_state(self, path: Path) -> None:
@@ -274,8 +275,10 @@ class Trainer:
             group["initial_lr"], group["lr"] = self.cfg.train.lr, lr
         self.output_gain = s.get("output_gain", 1.0)  # runs saved before calibration existed
         self.cpu_elapsed = s.get("cpu_elapsed", 0.0)  # runs saved before CPU time was counted
-        if s.get("valid_dry_mix", 0.0) != self.cfg.train.dry_mix:
-            # Validation now measures another output: the old best is no yardstick for the plateau rule.
+        if (s.get("valid_dry_mix", 0.0) != self.cfg.train.dry_mix
+                or s.get("loss_name", self.cfg.train.loss) != self.cfg.train.loss):
+            # Validation now measures another output, or the run aims at another trade-off (a pooled loss
+            # gives up mean SI-SDRi for level): the old best is no yardstick, and best.pt is this one's.
             self.best, self.bad_epochs = -math.inf, 0
         self._truncate_log()
 
