@@ -402,6 +402,36 @@ def test_init_from_starts_a_new_model_from_a_trained_one_and_continues_its_count
                              init_from=str(tmp_path / "ctx" / "last.pt")), progress=False)
 
 
+def test_init_from_grows_a_trained_model_by_a_repeat_without_changing_its_output(corpus, scenes, tmp_path):
+    small = small_config(scenes, tmp_path / "plain", data=dynamic(corpus), loss="snr", epochs=1)
+    small.source = str(tmp_path / "plain.toml")  # the run keeps its config beside state.pt
+    (tmp_path / "plain.toml").write_text('[model]\npreset = "tiny"\nN = 16\nB = 16\nH = 32\nX = 3\nR = 1\n')
+    train(small, progress=False)
+    plain, _ = load_checkpoint(tmp_path / "plain" / "last.pt")
+
+    def grown(out, init, **model):
+        cfg = small_config(scenes, out, data=dynamic(corpus), loss="snr", epochs=1, init_from=str(init))
+        cfg.model = {**cfg.model, **model}
+        return Trainer(cfg, progress=False)
+
+    x = torch.randn(1, 4000)
+    for init in ("last.pt", "state.pt"):  # a model file, and a committed run's state (X from its config.toml)
+        t = grown(tmp_path / "deep", tmp_path / "plain" / init, R=2)
+        with torch.no_grad():
+            torch.testing.assert_close(t.model(x), plain(x), rtol=0, atol=0)  # the new repeat starts as a no-op
+        assert t.global_step == 3
+    old_last = t.model.blocks[2].out.weight.detach().clone()
+    t.fit()
+    assert t.model.blocks[5].out.weight.abs().sum() > 0  # the new depth learns
+    assert t.model.blocks[2].out.weight[:16].abs().sum() > 0  # so does the old last block's new residual path
+    assert not torch.equal(t.model.blocks[2].out.weight, old_last)
+    for init in ("last.pt", "state.pt"):  # another X would move every block to another dilation
+        with pytest.raises(RthaError, match=f"init_from .*{init}: its blocks per repeat X = 3; this model's X = 2"):
+            grown(tmp_path / "wrong", tmp_path / "plain" / init, X=2, R=2)
+    with pytest.raises(RthaError, match=r"init_from .*last.pt: blocks.0.in_conv.weight has shape \(32, 16, 1\)"):
+        grown(tmp_path / "wrong", tmp_path / "plain" / "last.pt", H=24)
+
+
 def test_lr_min_floors_the_plateau_halving_and_lifts_a_resumed_run(corpus, scenes, tmp_path):
     def cfg(**kw):
         return small_config(scenes, tmp_path / "run", data=dynamic(corpus), loss="snr", lr_patience=1,

@@ -46,7 +46,7 @@ from rtha.data import ClarityDataset, SceneSegments
 from rtha.enhance import ConvTasNet, save_checkpoint
 from rtha.errors import RthaError
 
-from .config import Config
+from .config import Config, load_config
 from .dynamic_mix import DynamicMix, MixConfig, batch_loader
 from .evaluate import measure
 from .losses import loss_fn, si_sdr  # noqa: F401  (si_sdr: re-exported for callers of training.train)
@@ -283,11 +283,13 @@ class Trainer:
         self._truncate_log()
 
     def _init_from(self, path: Path) -> None:
-        """Start from ``path``'s weights (a model file or a run's ``state.pt``) where names and shapes match.
+        """Start from ``path``'s weights (a model file or a run's ``state.pt``), unchanged in output.
 
-        Parameters the file lacks keep their initialisation (a context branch
-        starts as a no-op, so the output is unchanged); the run's step and
-        training-time counters continue from the file's.
+        The model may have more repeats than ``path``'s, or a context branch it
+        lacks: those start as no-ops (:meth:`ConvTasNet.load_grown_`). A
+        ``state.pt`` takes its model's ``X`` from the run's ``config.toml``
+        beside it (else this model's). The run's step and training-time
+        counters continue from the file's.
         """
         from rtha.enhance import load_checkpoint
 
@@ -298,20 +300,16 @@ class Trainer:
                 counters = (s["global_step"], s["elapsed"], s.get("cpu_elapsed", 0.0))
             except (RuntimeError, KeyError, EOFError, ValueError, OSError) as e:
                 raise RthaError(f"[train] init_from {path}: not a run's state ({str(e).splitlines()[0]})") from None
+            run_config = path.parent / "config.toml"
+            X = load_config(run_config).model_config().X if run_config.is_file() else self.model.cfg.X
         else:
             model, meta = load_checkpoint(path)
-            weights = model.state_dict()
+            weights, X = model.state_dict(), model.cfg.X
             counters = (meta.get("steps", 0), meta.get("training_time_s", 0.0), meta.get("training_cpu_s", 0.0))
-        own = self.model.state_dict()
-        unknown = sorted(k for k in weights if k not in own)
-        if unknown:
-            raise RthaError(f"[train] init_from {path}: weight(s) {', '.join(unknown[:4])} are not in the "
-                            f"{self.cfg.model} model")
-        for key, value in weights.items():
-            if value.shape != own[key].shape:
-                raise RthaError(f"[train] init_from {path}: {key} has shape {tuple(value.shape)}; "
-                                f"this model's is {tuple(own[key].shape)}")
-        self.model.load_state_dict(weights, strict=False)
+        try:
+            self.model.load_grown_(weights, X)
+        except ValueError as e:
+            raise RthaError(f"[train] init_from {path}: {e} (the {self.cfg.model} model)") from None
         self.global_step, self.elapsed, self.cpu_elapsed = int(counters[0]), float(counters[1]), float(counters[2])
 
     def _truncate_log(self) -> None:

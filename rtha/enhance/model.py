@@ -135,6 +135,40 @@ class ConvTasNet(nn.Module):
         """
         self.decoder.weight.mul_(float(gain))
 
+    @torch.no_grad()
+    def load_grown_(self, weights: dict[str, torch.Tensor], X: int) -> list[str]:
+        """Load a trained model's ``weights`` into this one, which may have more repeats (``R``), unchanged in output.
+
+        ``X``: the trained model's blocks per repeat; it must equal this one's,
+        so that every block it has keeps its dilation here. Blocks it lacks
+        start with a zero ``out`` conv, and its last block (skip only there)
+        gets a residual path at zero: the new depth adds nothing until
+        training grows it. Other parameters it lacks keep their
+        initialisation (a context branch starts as a no-op). Returns the
+        names of the parameters it lacks. Raises ``ValueError`` naming the
+        first weight this model has not or holds in another shape.
+        """
+        if X != self.cfg.X:
+            raise ValueError(f"its blocks per repeat X = {X}; this model's X = {self.cfg.X} "
+                             "(another X gives its blocks other dilations)")
+        own = self.state_dict()
+        weights = dict(weights)
+        for key, value in weights.items():
+            if key not in own:
+                raise ValueError(f"weight {key} is not in this model")
+            if value.shape == own[key].shape:
+                continue
+            skip_only = value.shape[0] == self.cfg.B and own[key].shape == (2 * self.cfg.B, *value.shape[1:])
+            if not (key.endswith((".out.weight", ".out.bias")) and skip_only):
+                raise ValueError(f"{key} has shape {tuple(value.shape)}; this model's is {tuple(own[key].shape)}")
+            weights[key] = torch.cat([torch.zeros_like(value), value])  # residual rows first, at zero
+        for i, block in enumerate(self.blocks):
+            if f"blocks.{i}.out.weight" not in weights:
+                block.out.weight.zero_()
+                block.out.bias.zero_()
+        self.load_state_dict(weights, strict=False)
+        return sorted(k for k in own if k not in weights)
+
     def n_frames(self, samples: int) -> int:
         """Frames needed so that every output sample gets both overlapping frames."""
         return (samples - 1) // self.cfg.hop + 2
