@@ -146,7 +146,7 @@ class ConvTasNet(nn.Module):
         training grows it. Other parameters it lacks keep their
         initialisation (a context branch starts as a no-op). Returns the
         names of the parameters it lacks. Raises ``ValueError`` naming the
-        first weight this model has not or holds in another shape.
+        first weight this model lacks or holds in another shape.
         """
         if X != self.cfg.X:
             raise ValueError(f"its blocks per repeat X = {X}; this model's X = {self.cfg.X} "
