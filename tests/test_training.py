@@ -5,6 +5,11 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -474,3 +479,32 @@ def test_pooled_snr_scales_like_least_squares_where_per_example_snr_leaves_noise
     ls_gain = lambda s: ((s * est * ref).sum(-1) / energy).sum() / ((s * est).pow(2).sum(-1) / energy).sum()  # noqa: E731
     assert ls_gain(best["pooled"]).item() == pytest.approx(1.0, abs=0.002)  # level-true over the batch
     assert ls_gain(best["snr"]).item() < 0.6  # the hard example's noise is left in: the output is too loud
+
+
+def test_rtha_train_saves_when_sigterm_reaches_its_whole_process_group(corpus, scenes, tmp_path):
+    """`kill -- -PGID`, `pkill -f` or Ctrl-C also signal the mixing worker; the run must still stop and save."""
+    run = tmp_path / "run"
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        f'[model]\npreset = "tiny"\nN = 16\nB = 16\nH = 32\nX = 2\nR = 1\n'
+        f'[data]\nroot = "{scenes}"\nmixing = "dynamic"\ncorpus = "{corpus}"\nsegment_s = 0.5\nvalid_max_scenes = 1\n'
+        f'[train]\nbatch_size = 2\nepochs = 1000\nsteps_per_epoch = 1000\nthreads = 1\ncheckpoint_every = 1\n'
+        f'log_every = 1\n[output]\ndir = "{run}"\n'
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "rtha", "train", str(cfg)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not ((run / "log.csv").is_file() and len(log_rows(run)) >= 3) and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stderr.read()
+            time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0 and "Traceback" not in err, err
+    assert out.startswith("stopped:") or "\nstopped:" in out
+    state = torch.load(run / "state.pt", weights_only=True)
+    assert state["global_step"] >= 3 and state["global_step"] == int(log_rows(run)[-1]["step"])

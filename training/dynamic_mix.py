@@ -111,9 +111,15 @@ class DynamicMix:
 
 
 def _worker_init(_: int) -> None:
+    import signal
+
     import torch
 
     torch.set_num_threads(1)  # the mixer is numpy/scipy work; leave the cores to training
+    # Ctrl-C reaches the whole process group (and `pkill -f`, `kill -- -PGID` the worker too): a mixer
+    # that died of it would crash the trainer before it saves. The trainer stops, saves, then ends it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def batch_loader(data: DynamicMix, first_step: int, workers: int = 1, prefetch: int = 4):
