@@ -462,6 +462,30 @@ def test_lr_min_floors_the_plateau_halving_and_lifts_a_resumed_run(corpus, scene
         cfg(lr_min=2e-3)
 
 
+def test_lr_decay_anneals_a_branch_by_a_cosine_to_lr_min_and_resumes_on_it(corpus, scenes, tmp_path):
+    train(small_config(scenes, tmp_path / "run", data=dynamic(corpus), loss="snr", epochs=1), progress=False)
+
+    def branch(**kw):
+        return small_config(scenes, tmp_path / "branch", data=dynamic(corpus), **{
+            "loss": "snr", "lr": 1e-3, "lr_min": 1e-4, "lr_decay_steps": 4, "lr_patience": 0, "warmup_steps": 0,
+            "init_from": str(tmp_path / "run" / "state.pt"), **kw})
+
+    def expected(k):  # the lr after k scheduler steps of the branch
+        return 1e-4 + 0.9e-3 * 0.5 * (1 + math.cos(math.pi * min(k, 4) / 4))
+
+    first = train(branch(epochs=1), progress=False)
+    assert first.sched.last_epoch == 3 and first.global_step == 6  # the branch counts its own steps
+    resumed = Trainer(branch(epochs=3), resume=True, progress=False)
+    assert resumed.opt.param_groups[0]["lr"] == pytest.approx(expected(3))  # the resume continues on the curve
+    resumed.fit()
+    lrs = [float(r["lr"]) for r in log_rows(tmp_path / "branch") if r["phase"] == "train"]
+    assert lrs == sorted(lrs, reverse=True) and lrs[0] < 1e-3 and lrs[-1] == pytest.approx(1e-4)
+    assert lrs.count(lrs[-1]) >= 4  # held at lr_min once the decay is over
+    assert resumed.opt.param_groups[0]["lr"] == pytest.approx(expected(9))
+    with pytest.raises(RthaError, match="lr_decay_steps = -1"):
+        branch(lr_decay_steps=-1)
+
+
 def test_pooled_snr_scales_like_least_squares_where_per_example_snr_leaves_noise_in():
     from training.losses import pooled_snr, snr
 

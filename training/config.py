@@ -56,6 +56,9 @@ class TrainConfig:
     warmup_steps: int = 100  # linear warm-up from lr/warmup_steps
     lr_patience: int = 3  # halve the lr after this many epochs without a better validation; 0: never
     lr_min: float = 0.0  # the halving stops at this lr (a resume below it starts there); 0: no floor
+    # cosine decay of the lr to lr_min over this many scheduler steps (counted from the run's first step,
+    # or from its init_from), then held there: the final anneal of a run or a branch; 0: off
+    lr_decay_steps: int = 0
     loss: str = "si_sdr"  # "snr", "snr_pooled": level and polarity learnt; "si_sdr": calibrated on export
     dry_mix: float = 0.0  # fraction of the input in the output it is trained (and shipped) with; caps noise reduction
     # a model file (or a run's state.pt) whose weights start a new run where their names and shapes match;
@@ -149,6 +152,8 @@ def _check(cfg: Config, where: str) -> None:
     for key, value in positive.items():
         if value <= 0:
             raise RthaError(f"{where}: {key} = {value}; expected a positive number")
+    if t.lr_decay_steps < 0:
+        raise RthaError(f"{where} [train] lr_decay_steps = {t.lr_decay_steps}; expected 0 (off) or a number of steps")
     if not 0.0 <= t.lr_min <= t.lr:
         raise RthaError(f"{where} [train] lr_min = {t.lr_min}; expected 0 (no floor) up to lr = {t.lr}")
     if t.amp not in ("bf16", "fp16", "off"):

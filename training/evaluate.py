@@ -34,7 +34,20 @@ def measure(model, seg: SceneSegments, device=None, dry_mix: float = 0.0) -> dic
     """SI-SDR of mixture and enhanced signal on every item of ``seg`` (mean over items).
 
     The enhanced signal is ``(1 - dry_mix) * model(mix) + dry_mix * mix``, as
-    :class:`rtha.enhance.StreamingEnhancer` plays it.
+    :class:`rtha.enhance.StreamingEnhancer` plays it. Returns :func:`measure_estimates`'s dict.
+    """
+    model.eval()
+
+    def enhance(mix, ref):
+        est = model(mix)[:, 0].float()
+        return (1.0 - dry_mix) * est + dry_mix * mix if dry_mix else est
+
+    return measure_estimates(enhance, seg, device)
+
+
+def measure_estimates(enhance, seg: SceneSegments, device=None) -> dict:
+    """SI-SDR of mixture and ``enhance(mix (1, samples), target (1, samples)) -> (1, samples)``
+    on every item of ``seg`` (mean over items); ``enhance`` may use the target (an oracle).
 
     Returns ``{"scenes", "segments", "si_sdr_mix_db", "si_sdr_enhanced_db", "si_sdri_db",
     "si_sdri_noise_db", "si_sdri_talker_db", "by_snr": {band: si_sdri}, "by_interferer": {kind: si_sdri},
@@ -43,15 +56,12 @@ def measure(model, seg: SceneSegments, device=None, dry_mix: float = 0.0) -> dic
     ``output_gain``: least-squares gain from output to target (1 for a level-true model).
     """
     device = device or torch.device("cpu")
-    model.eval()
     meta = {s["scene"]: s for s in seg.data.scenes}
     rows = []
     gain = OutputGain()
     for i in range(len(seg)):
         mix, ref = (x.to(device)[None] for x in seg[i])
-        est = model(mix)[:, 0].float()
-        if dry_mix:
-            est = (1.0 - dry_mix) * est + dry_mix * mix
+        est = enhance(mix, ref).detach()
         gain.add(est, ref)
         a, b = si_sdr(mix, ref).item(), si_sdr(est, ref).item()
         rows.append((seg.items[i][0], a, b))

@@ -198,8 +198,12 @@ class Trainer:
         return t.lr_min / t.lr
 
     def _lr_factor(self, step: int) -> float:
-        warm = self.cfg.train.warmup_steps
-        return self.lr_scale * (min(1.0, (step + 1) / warm) if warm > 0 else 1.0)
+        t = self.cfg.train
+        factor = self.lr_scale * (min(1.0, (step + 1) / t.warmup_steps) if t.warmup_steps > 0 else 1.0)
+        if t.lr_decay_steps:
+            floor = self._min_lr_scale
+            factor *= floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(step, t.lr_decay_steps) / t.lr_decay_steps))
+        return factor
 
     @property
     def total_steps(self) -> int | None:

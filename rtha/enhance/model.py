@@ -189,22 +189,31 @@ class ConvTasNet(nn.Module):
         m = torch.sigmoid(m) if self.cfg.mask == "sigmoid" else torch.relu(m)
         return m.view(w.shape[0], self.cfg.n_src, self.cfg.N, w.shape[-1])
 
-    def forward(self, mix: torch.Tensor) -> torch.Tensor:
-        if mix.dim() != 2:
-            raise ValueError(f"ConvTasNet input has shape {tuple(mix.shape)}; expected (batch, samples)")
-        cfg = self.cfg
-        batch, samples = mix.shape
-        if samples == 0:
-            return mix.new_zeros(batch, cfg.n_src, 0)
-        S = cfg.hop
-        frames = self.n_frames(samples)
+    def encode(self, mix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``mix (batch, samples)`` -> encoder output ``w (batch, N, frames)`` and the context
+        magnitudes ``(batch, ctx_bins, frames)`` (``None`` without a context branch)."""
+        cfg, S = self.cfg, self.cfg.hop
+        samples = mix.shape[-1]
         # left pad L-S (causal framing), right pad to complete the last frame
-        right = (frames - 1) * S + S - samples
-        x = F.pad(mix, (cfg.L - S, right)).unsqueeze(1)
-        w = torch.relu(self.encoder(x))
+        right = (self.n_frames(samples) - 1) * S + S - samples
+        w = torch.relu(self.encoder(F.pad(mix, (cfg.L - S, right)).unsqueeze(1)))
         ctx = None
         if cfg.ctx_window:  # the same frame ends, reaching ctx_window samples back
             ctx = context_magnitudes(self.context(F.pad(mix, (cfg.ctx_window - S, right)).unsqueeze(1)))
-        masked = w.unsqueeze(1) * self.masks(w, ctx)
-        y = self.decoder(masked.reshape(batch * cfg.n_src, cfg.N, frames))
-        return y[:, 0, cfg.L - S : cfg.L - S + samples].reshape(batch, cfg.n_src, samples)
+        return w, ctx
+
+    def decode(self, masked: torch.Tensor, samples: int) -> torch.Tensor:
+        """Masked encoder output ``(batch, n_src, N, frames)`` -> ``(batch, n_src, samples)``."""
+        cfg = self.cfg
+        batch, n_src, _, frames = masked.shape
+        y = self.decoder(masked.reshape(batch * n_src, cfg.N, frames))
+        return y[:, 0, cfg.L - cfg.hop : cfg.L - cfg.hop + samples].reshape(batch, n_src, samples)
+
+    def forward(self, mix: torch.Tensor) -> torch.Tensor:
+        if mix.dim() != 2:
+            raise ValueError(f"ConvTasNet input has shape {tuple(mix.shape)}; expected (batch, samples)")
+        batch, samples = mix.shape
+        if samples == 0:
+            return mix.new_zeros(batch, self.cfg.n_src, 0)
+        w, ctx = self.encode(mix)
+        return self.decode(w.unsqueeze(1) * self.masks(w, ctx), samples)
