@@ -7,6 +7,7 @@ signals (about a second), so the whole file runs in well under a minute.
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -328,6 +329,13 @@ def test_plots_need_matplotlib_or_are_written(tmp_path, capsys):
         assert replay(src, "--no-enhancer", "--plots", tmp_path / "plots") == 0
         assert (tmp_path / "plots" / "compute_histogram.png").stat().st_size > 0
         assert (tmp_path / "plots" / "spectrograms.png").stat().st_size > 0
+        # Digital silence (exact zeros) is drawn as the floor, without a divide-by-zero warning.
+        quiet = write_wav(tmp_path / "quiet.wav", np.concatenate([np.zeros(FS // 2), noisy_speech(0.5)]))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert replay(quiet, "--no-enhancer", "--simulate-loss", "--plots", tmp_path / "heard") == 0
+        assert not [w for w in caught if issubclass(w.category, RuntimeWarning)]
+        assert (tmp_path / "heard" / "heard_unaided_vs_aided.png").stat().st_size > 0
 
 
 # -- the pieces ------------------------------------------------------------------------

@@ -165,7 +165,8 @@ def write_heard_plot(folder, paths: dict, head_in, seconds: float = 10.0) -> Non
     fig, axes = plt.subplots(len(panels), 1, figsize=(9, 2.4 * len(panels)), sharex=True, sharey=True)
     images, top = [], -np.inf
     for ax, (title, y) in zip(axes, panels):
-        spec, _, _, im = ax.specgram(y.astype(np.float64) + 1e-9, NFFT=1024, Fs=fs, noverlap=768, cmap="magma")
+        with np.errstate(divide="ignore"):  # a bin that is exactly 0 is -inf dB: drawn in the floor colour
+            spec, _, _, im = ax.specgram(y.astype(np.float64) + 1e-9, NFFT=1024, Fs=fs, noverlap=768, cmap="magma")
         images.append(im)
         top = max(top, 10 * np.log10(spec.max()))
         ax.set_title(title)

@@ -341,7 +341,8 @@ def write_plots(folder: Path, result: ReplayResult, fs: int, block: int) -> None
     panels += [(f"output ({ear})", y[:n]) for ear, y in zip(("left", "right"), result.head_out)]
     fig, axes = plt.subplots(len(panels), 1, figsize=(9, 2.6 * len(panels)), sharex=True)
     for ax, (title, x) in zip(np.atleast_1d(axes), panels):
-        ax.specgram(x.astype(np.float64) + 1e-9, NFFT=512, Fs=fs, noverlap=384, cmap="magma")
+        with np.errstate(divide="ignore"):  # a bin that is exactly 0 is -inf dB: drawn in the floor colour
+            ax.specgram(x.astype(np.float64) + 1e-9, NFFT=512, Fs=fs, noverlap=384, cmap="magma")
         ax.set_title(title)
         ax.set_ylabel("Hz")
     np.atleast_1d(axes)[-1].set_xlabel("s")
