@@ -160,3 +160,7 @@ def test_segments_crop_deterministically_per_epoch(scenes):
     assert len(left) == 8 and mix.shape == target.shape == (32000,)
     with pytest.raises(RthaError, match="training target"):
         SceneSegments(scenes, "train", target="interferer")
+    assert len(SceneSegments(scenes, "train", ears="left", max_scenes=2)) == 2
+    for bad in (0, -1):  # not a slice from the end
+        with pytest.raises(RthaError, match=f"max scenes {bad}; expected 1 or more"):
+            SceneSegments(scenes, "train", max_scenes=bad)

@@ -176,6 +176,8 @@ class SceneSegments:
             raise RthaError(f"ears={ears!r}; expected one of {', '.join(EARS)}")
         if segment_s is not None and segment_s <= 0:
             raise RthaError(f"segment length {segment_s} s; expected a positive number of seconds")
+        if max_scenes is not None and max_scenes < 1:  # a slice would quietly drop scenes from the end
+            raise RthaError(f"max scenes {max_scenes}; expected 1 or more scenes")
         self.data = data
         self.sample_rate = int(sample_rate)
         self.segment_s = segment_s
