@@ -57,7 +57,8 @@ class TrainConfig:
     lr_patience: int = 3  # halve the lr after this many epochs without a better validation; 0: never
     lr_min: float = 0.0  # the halving stops at this lr (a resume below it starts there); 0: no floor
     # cosine decay of the lr to lr_min over this many scheduler steps (counted from the run's first step,
-    # or from its init_from), then held there: the final anneal of a run or a branch; 0: off
+    # or from its init_from), then held there: the final anneal of a run or a branch (with lr_patience = 0,
+    # else the plateau halvings scale it further); 0: off
     lr_decay_steps: int = 0
     loss: str = "si_sdr"  # "snr", "snr_pooled": level and polarity learnt; "si_sdr": calibrated on export
     dry_mix: float = 0.0  # fraction of the input in the output it is trained (and shipped) with; caps noise reduction
