@@ -210,6 +210,20 @@ def test_dynamic_mix_is_deterministic_and_draws_only_train_speakers(corpus, scen
         assert rms_db(t) < 0  # a real target in every example
 
 
+def test_dynamic_mix_draws_only_the_interferer_kinds_asked_for(corpus, scenes, tmp_path):
+    from training.dynamic_mix import DynamicMix, MixConfig
+
+    noise = DynamicMix(corpus, scenes, batch_size=2, seed=5, mix=MixConfig(segment_s=1.0, interferer_types=("noise",)))
+    every = DynamicMix(corpus, scenes, batch_size=2, seed=5, mix=MixConfig(segment_s=1.0))
+    kinds = {k: {itf["type"] for i in range(30) for itf in d.example(i)[2]["interferers"]}
+             for k, d in (("noise", noise), ("every", every))}
+    assert kinds["noise"] == {"noise"} and len(kinds["every"]) > 1
+    with pytest.raises(RthaError, match=r"\[data\] interferer_types: unknown kind\(s\) \['music'\]"):
+        small_config(scenes, tmp_path / "run", data={**dynamic(corpus), "interferer_types": ["noise", "music"]})
+    cfg = small_config(scenes, tmp_path / "run", data={**dynamic(corpus), "interferer_types": ["babble", "noise"]})
+    assert Trainer(cfg, progress=False).train_set.scene_cfg.interferer_types == ("babble", "noise")
+
+
 def rms_db(x) -> float:
     return 10 * math.log10(float(np.mean(np.square(x))) + 1e-20)
 

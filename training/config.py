@@ -26,6 +26,7 @@ import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from rtha.data.scenes import INTERFERER_TYPES
 from rtha.errors import RthaError, read_text
 
 
@@ -47,6 +48,9 @@ class DataConfig:
     snr_db: list = field(default_factory=lambda: [-5.0, 15.0])  # dynamic mixing: SNR range, dB
     level_dbfs: list = field(default_factory=lambda: [-40.0, -18.0])  # dynamic mixing: target RMS range
     clean_fraction: float = 0.05  # dynamic mixing: share of examples without interferers
+    # dynamic mixing: the interferer kinds drawn, some of speech, babble, noise, speech_shaped; empty: all
+    # the generated scenes have (a model for noise only leaves competing talkers out)
+    interferer_types: list = field(default_factory=list)
 
 
 @dataclass
@@ -163,6 +167,10 @@ def _check(cfg: Config, where: str) -> None:
         raise RthaError(f"{where} [data] target = {dc.target!r}; expected 'target' or 'target_anechoic'")
     if dc.ears not in ("left", "right", "both"):
         raise RthaError(f"{where} [data] ears = {dc.ears!r}; expected 'left', 'right' or 'both'")
+    bad = [k for k in dc.interferer_types if k not in INTERFERER_TYPES]
+    if bad:
+        raise RthaError(f"{where} [data] interferer_types: unknown kind(s) {bad}; expected some of "
+                        f"{', '.join(INTERFERER_TYPES)}")
     if dc.mixing not in ("scenes", "dynamic"):
         raise RthaError(f"{where} [data] mixing = {dc.mixing!r}; expected 'scenes' or 'dynamic'")
     if dc.mixing == "dynamic" and t.steps_per_epoch <= 0 and t.valid_every_cpu_s <= 0:

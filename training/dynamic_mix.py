@@ -40,6 +40,7 @@ class MixConfig:
     clean_fraction: float = 0.05  # examples without interferers: clean speech must pass unchanged
     target_level_dbfs: tuple[float, float] = (-40.0, -18.0)
     dry_fraction: float = 0.1  # examples without a room
+    interferer_types: tuple[str, ...] = ()  # kinds drawn (rtha.data.scenes.INTERFERER_TYPES); (): the scenes' own
 
 
 class DynamicMix:
@@ -77,7 +78,9 @@ class DynamicMix:
         m = self.mix
         self.scene_cfg = replace(base, fs=self.sample_rate, duration_s=m.segment_s, target_lead_s=0.0,
                                  target_tail_s=0.0, snr_db=m.snr_db, num_interferers=m.num_interferers,
-                                 target_level_dbfs=m.target_level_dbfs, dry_fraction=m.dry_fraction)
+                                 target_level_dbfs=m.target_level_dbfs, dry_fraction=m.dry_fraction,
+                                 interferer_types=m.interferer_types or base.interferer_types)
+        self.scene_cfg.validate()
         self._maker: SceneMaker | None = None  # built in the process that uses it (corpus in memory)
 
     def __len__(self) -> int:

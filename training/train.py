@@ -136,7 +136,7 @@ class Trainer:
             if dc.target != "target":
                 raise RthaError(f"[data] target = {dc.target!r}: dynamic mixing trains on the reverberant 'target'")
             mix = MixConfig(segment_s=dc.segment_s, snr_db=tuple(dc.snr_db), target_level_dbfs=tuple(dc.level_dbfs),
-                            clean_fraction=dc.clean_fraction)
+                            clean_fraction=dc.clean_fraction, interferer_types=tuple(dc.interferer_types))
             # Each process draws its own examples: the rank is part of the seed.
             self.train_set = DynamicMix(dc.corpus, dc.root, t.batch_size, fs, seed=t.seed * 1000 + self.dist.rank,
                                         mix=mix)
