@@ -228,3 +228,23 @@ def test_the_context_analysis_is_a_hann_dft_of_the_frames_past():
 def test_bad_context_values_name_the_field(change, word):
     with pytest.raises(ValueError, match=word):
         ConvTasNetConfig(**{**SMALL.to_dict(), **change})
+
+
+def test_compressed_features_are_optional_in_files_and_change_only_what_the_separator_reads():
+    pow_cfg = ConvTasNetConfig(**{**SMALL.to_dict(), "feature_power": 0.3})
+    assert ConvTasNetConfig.from_dict(pow_cfg.to_dict()) == pow_cfg
+    assert "feature_power" not in SMALL.to_dict()  # files of older models unchanged
+    plain, compressed = small_model(), small_model(cfg=pow_cfg)
+    compressed.load_state_dict(plain.state_dict())  # the same weights
+    x = torch.randn(2, 999)
+    with torch.no_grad():
+        w, _ = plain.encode(x)
+        assert (compressed.masks(w) - plain.masks(w)).abs().max() > 1e-3
+        m = compressed.masks(w)[:, :1]
+        torch.testing.assert_close(compressed(x), compressed.decode(w.unsqueeze(1) * m, 999))
+
+
+@pytest.mark.parametrize("power", [0.0, -0.3, 1.5, True, "0.3"])
+def test_a_bad_feature_power_names_the_field(power):
+    with pytest.raises(ValueError, match="feature_power"):
+        ConvTasNetConfig(**{**SMALL.to_dict(), "feature_power": power})

@@ -89,6 +89,16 @@ def test_every_preset_streams_like_the_offline_model(preset):
             assert_delayed_equal(stream(enh, x, sizes), ref, enh.latency)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_compressed_features_stream_like_the_offline_model(backend):
+    m = random_model(ConvTasNetConfig(**{**SMALL.to_dict(), "feature_power": 0.3}), seed=5)
+    x = signal(samples=3000, seed=16) * 0.01  # quiet: the compression's eps floor is reached
+    x[:, 1000:1400] = 0.0  # and digital silence
+    for sizes in ([1, 37, 64, 500], [16]):
+        enh = StreamingEnhancer(m, backend=backend)
+        assert_delayed_equal(stream(enh, x, sizes), offline(m, x), enh.latency, rtol=1e-5)
+
+
 def context_model(seed=0):
     """SMALL with a 48-sample context analysis of 9 bins, its projection made non-zero (it starts at zero)."""
     m = random_model(ConvTasNetConfig(**{**SMALL.to_dict(), "ctx_window": 48, "ctx_bins": 9}), seed)

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, fields
 
 MASKS = ("sigmoid", "relu")
 CONTEXT_FIELDS = ("ctx_window", "ctx_bins")  # optional: 0 (absent from files) means no context branch
+FEATURE_POWER = "feature_power"  # optional: 1.0 (absent from files) means the separator reads the encoder output itself
 CLN_EPS = 1e-8  # added to the cLN variance (offline and streaming alike)
 CTX_POWER = 0.3  # context magnitudes are compressed |X|**0.3 (their cLN then removes the level)
 CTX_EPS = 1e-8  # added to |X|**2 so that silence has a finite slope
@@ -38,6 +39,11 @@ class ConvTasNetConfig:
             acts on the encoder frames, so the latency stays ``L - S``.
         ctx_bins: DFT bins of the context analysis, from 0 Hz in steps of
             ``sample_rate / ctx_window`` (at most ``ctx_window // 2 + 1``).
+        feature_power: the separator reads ``(w**2 + eps)**(feature_power / 2)``
+            of the encoder output ``w``: a power below 1 compresses its
+            dynamic range, so quiet bands weigh in beside loud ones (as the
+            compressed spectra of small enhancers do). The mask still acts on
+            ``w`` itself. 1.0: no compression.
     """
 
     N: int = 128
@@ -52,6 +58,7 @@ class ConvTasNetConfig:
     sample_rate: int = 16000
     ctx_window: int = 0
     ctx_bins: int = 0
+    feature_power: float = 1.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -70,6 +77,9 @@ class ConvTasNetConfig:
         if (self.ctx_window == 0) != (self.ctx_bins == 0):
             raise ValueError(f"ConvTasNetConfig ctx_window = {self.ctx_window}, ctx_bins = {self.ctx_bins}; "
                              "expected both 0 (no context) or both positive")
+        p = self.feature_power
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 < p <= 1:
+            raise ValueError(f"ConvTasNetConfig.feature_power = {p!r}; expected a power in (0, 1]")
         if self.ctx_window and not (self.ctx_window > self.L and self.ctx_bins <= self.ctx_window // 2 + 1):
             raise ValueError(f"ConvTasNetConfig ctx_window = {self.ctx_window}, ctx_bins = {self.ctx_bins}; "
                              f"expected a window longer than L = {self.L} and at most window/2 + 1 bins")
@@ -100,13 +110,16 @@ class ConvTasNetConfig:
     def to_dict(self) -> dict:
         """Plain ``{field: value}`` (ints and a string), as stored in checkpoints.
 
-        Without a context branch its two fields are left out, so the files and
-        score-config hashes of models made before it existed stay the same.
+        Without a context branch its two fields are left out, and so is
+        ``feature_power`` at 1.0, so the files and score-config hashes of
+        models made before they existed stay the same.
         """
         d = asdict(self)
         if not self.ctx_window:
             for name in CONTEXT_FIELDS:
                 del d[name]
+        if self.feature_power == 1.0:
+            del d[FEATURE_POWER]
         return d
 
     @classmethod
@@ -116,7 +129,7 @@ class ConvTasNetConfig:
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"unknown ConvTasNetConfig key(s): {', '.join(unknown)}")
-        missing = sorted(known - set(d) - set(CONTEXT_FIELDS))
+        missing = sorted(known - set(d) - set(CONTEXT_FIELDS) - {FEATURE_POWER})
         if missing:
             raise ValueError(f"ConvTasNetConfig is missing key(s): {', '.join(missing)}")
         return cls(**d)

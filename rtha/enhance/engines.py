@@ -45,6 +45,7 @@ def export_weights(model, source: int = 0) -> StreamWeights:
     return StreamWeights(
         enc=a(model.encoder.weight[:, 0, :]),
         enc_b=np.zeros(cfg.N, np.float32),
+        feature_power=float(cfg.feature_power),
         norm_gain=a(model.in_norm.gain[:, 0]),
         norm_bias=a(model.in_norm.bias[:, 0]),
         bn_w=a(model.bottleneck.weight[:, :, 0]),
@@ -245,6 +246,10 @@ class TorchOps:
         K = out.shape[1]
         re, im = re_im[:, :K], re_im[:, K:]
         out.copy_((re * re + im * im + CTX_EPS).pow(CTX_POWER / 2))
+
+    @staticmethod
+    def compress(x, out, power):
+        out.copy_((x * x + CTX_EPS).pow(power / 2))
 
 
 class TorchEngine:

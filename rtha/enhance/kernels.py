@@ -68,6 +68,7 @@ class StreamWeights(NamedTuple):
 
     enc: Any  # (N, L) encoder bases
     enc_b: Any  # (N,) zeros: the encoder has no bias
+    feature_power: float  # the separator reads (enc**2 + eps)**(power/2); 1.0: enc itself
     norm_gain: Any  # (N,) cLN of the encoder output
     norm_bias: Any  # (N,)
     bn_w: Any  # (B, N) bottleneck
@@ -149,7 +150,11 @@ def forward(ops, w, s, b, frames, ctx, dec, C, F):
     ops.frame_counts(s.neff, s.decay, neff)
     enc, m, x, skip, y, z = b.enc[:M], b.m[:M], b.x[:M], b.skip[:M], b.y[:M], b.z[:M]
     ops.dense(frames, w.enc, w.enc_b, 0.0, enc, False)  # encoder, ReLU
-    ops.cln(enc, m, w.norm_gain, w.norm_bias, s.cln[0], neff, s.decay, C, F)
+    if w.feature_power != 1.0:  # compressed features for the separator; the mask still acts on enc
+        ops.compress(enc, m, w.feature_power)
+        ops.cln(m, m, w.norm_gain, w.norm_bias, s.cln[0], neff, s.decay, C, F)
+    else:
+        ops.cln(enc, m, w.norm_gain, w.norm_bias, s.cln[0], neff, s.decay, C, F)
     ops.dense(m, w.bn_w, w.bn_b, 1.0, x, False)  # bottleneck
     nb = w.skip_w.shape[0]
     if w.ctx.shape[0] > 0:  # context: |DFT|**power, cLN, projected into the bottleneck output
@@ -421,6 +426,16 @@ def magnitude(re_im, out):
 
 
 @njit(cache=True, fastmath=FAST)
+def compress(x, out, power):
+    """``out (M, ch) = (x**2 + eps)**(power/2)`` of ``x (M, ch)``."""
+    M, ch = x.shape
+    half = np.float32(power / 2)
+    for r in range(M):
+        for k in range(ch):
+            out[r, k] = (x[r, k] * x[r, k] + np.float32(CTX_EPS)) ** half
+
+
+@njit(cache=True, fastmath=FAST)
 def apply_mask(m, enc, sigmoid):
     """``m = act(m) * enc`` in place; ``act`` sigmoid or ReLU."""
     M, ch = m.shape
@@ -444,9 +459,10 @@ class LayerOps(NamedTuple):
     prelu: Any
     apply_mask: Any
     magnitude: Any
+    compress: Any
 
 
-NUMBA_LAYER_OPS = LayerOps(frame_counts, dense, cln, depthwise, prelu, apply_mask, magnitude)
+NUMBA_LAYER_OPS = LayerOps(frame_counts, dense, cln, depthwise, prelu, apply_mask, magnitude, compress)
 _forward_numba = njit(cache=True, inline="always")(forward)  # inlined: the ops become direct calls
 
 

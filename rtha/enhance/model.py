@@ -91,6 +91,11 @@ def dft_bases(window: int, bins: int) -> torch.Tensor:
     return (torch.cat([torch.cos(phase), -torch.sin(phase)]) * hann).float()
 
 
+def compressed(w: torch.Tensor, power: float) -> torch.Tensor:
+    """``(w**2 + eps)**(power/2)``, elementwise (``w`` itself at power 1)."""
+    return w if power == 1.0 else (w * w + CTX_EPS).pow(power / 2)
+
+
 def context_magnitudes(re_im: torch.Tensor) -> torch.Tensor:
     """``(batch, 2*bins, frames)`` real and imaginary parts -> ``(|X|**2 + eps)**(power/2)``, ``(batch, bins, frames)``."""
     re, im = re_im.chunk(2, dim=1)
@@ -178,7 +183,7 @@ class ConvTasNet(nn.Module):
 
         ``ctx (batch, ctx_bins, frames)``: the context magnitudes, for a model that has them.
         """
-        x = self.bottleneck(self.in_norm(w))
+        x = self.bottleneck(self.in_norm(compressed(w, self.cfg.feature_power)))
         if ctx is not None:
             x = x + self.ctx_proj(self.ctx_norm(ctx))
         skips = None
