@@ -39,3 +39,13 @@ def write_corpus(root: Path, speakers: int = 6, seed: int = 0) -> Path:
             h[delay] = 1.0
             sf.write(root / "rir" / f"room_az{az}_{ear}.wav", h, FS)
     return root
+
+
+def short_scenes(tmp_path_factory, scenes: int = 10, seed: int = 3) -> Path:
+    """``scenes`` generated scenes of 1.5 s per split from a fresh :func:`write_corpus` (for measuring commands)."""
+    from rtha.data.scenes import SceneConfig, generate
+
+    corpus = write_corpus(tmp_path_factory.mktemp("corpus"))
+    out = tmp_path_factory.mktemp("scenes")
+    generate(corpus, out, scenes, seed=seed, cfg=SceneConfig(duration_s=1.5, target_lead_s=0.25, target_tail_s=0.25))
+    return out

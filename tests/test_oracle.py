@@ -7,20 +7,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from rtha.data.scenes import SceneConfig, generate
 from training.oracle import main as oracle_main, oracles, stft_mask
 
-from scene_fixtures import write_corpus
+from scene_fixtures import short_scenes
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def scenes(tmp_path_factory):
-    corpus = write_corpus(tmp_path_factory.mktemp("corpus"))
-    out = tmp_path_factory.mktemp("scenes")
-    generate(corpus, out, 10, seed=3, cfg=SceneConfig(duration_s=1.5, target_lead_s=0.25, target_tail_s=0.25))
-    return out
+    return short_scenes(tmp_path_factory, seed=3)
 
 
 @pytest.mark.parametrize("window_ms", [4, 32])

@@ -24,10 +24,8 @@ most to remove; a low ``sar_db`` says its masks distort the target instead.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -37,6 +35,7 @@ from rtha.enhance import load_checkpoint
 from rtha.errors import RthaError
 
 from .losses import si_sdr
+from .evaluate import run_command
 from .oracle import stft_mask
 
 MEASURES = ("target_gain", "noise_gain", "snr_out_db", "sar_db", "si_sdri_db")
@@ -107,16 +106,12 @@ def main(argv=None) -> int:
     p.add_argument("--max-scenes", type=int, help="only the first N scenes")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = p.parse_args(argv)
-    try:
-        torch.set_num_threads(1)
-        t0 = time.perf_counter()
-        r = run(args.models, args.data, args.split, args.oracle, args.max_scenes)
-    except RthaError as e:
-        print(f"decompose: error: {e}", file=sys.stderr)
-        return 2
-    if args.json:
-        print(json.dumps({"split": args.split, "seconds": round(time.perf_counter() - t0, 1), "results": r}))
-        return 0
+    return run_command("decompose", lambda: run(args.models, args.data, args.split, args.oracle, args.max_scenes),
+                       args, "results", lambda r: print_table(r, args))
+
+
+def print_table(r: dict, args) -> None:
+    """The decomposition as a table, a row per system and band."""
     from rich.console import Console
     from rich.table import Table
 
@@ -129,7 +124,6 @@ def main(argv=None) -> int:
             t.add_row(name, band, str(m["ears"]), f"{m['target_gain']:.2f}", f"{m['noise_gain']:.2f}",
                       f"{m['snr_out_db']:+.1f}", f"{m['sar_db']:+.1f}", f"{m['si_sdri_db']:+.2f}")
     Console().print(t)
-    return 0
 
 
 if __name__ == "__main__":

@@ -29,6 +29,27 @@ from .calibrate import OutputGain
 from .losses import si_sdr
 
 
+def run_command(prog: str, work, args, key: str, table) -> int:
+    """Run ``work()`` for a measuring command and report it; returns the exit code.
+
+    A :class:`RthaError` is one line, ``{prog}: error: ...`` (2); with ``args.json``, prints
+    ``{"split", "seconds", key: result}``; else ``table(result)`` prints it. One thread: these
+    measures run beside training, where a thread pool only waits on its own threads.
+    """
+    torch.set_num_threads(1)
+    t0 = time.perf_counter()
+    try:
+        result = work()
+    except RthaError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps({"split": args.split, "seconds": round(time.perf_counter() - t0, 1), key: result}))
+    else:
+        table(result)
+    return 0
+
+
 @torch.no_grad()
 def measure(model, seg: SceneSegments, device=None, dry_mix: float = 0.0) -> dict:
     """SI-SDR of mixture and enhanced signal on every item of ``seg`` (mean over items).

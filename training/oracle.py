@@ -24,9 +24,7 @@ for 2 ms latency) bound it well below long ones. Same scenes, same measure
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -35,7 +33,7 @@ from rtha.data import ClarityDataset, SceneSegments
 from rtha.enhance import load_checkpoint
 from rtha.errors import RthaError
 
-from .evaluate import measure, measure_estimates
+from .evaluate import measure, measure_estimates, run_command
 from .losses import si_sdr
 
 
@@ -108,7 +106,8 @@ def main(argv=None) -> int:
     p.add_argument("--max-scenes", type=int, help="only the first N scenes")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = p.parse_args(argv)
-    try:
+
+    def work():
         try:
             windows = tuple(float(w) for w in args.windows_ms.split(","))
         except ValueError:
@@ -117,15 +116,13 @@ def main(argv=None) -> int:
             raise RthaError(f"--windows-ms {args.windows_ms!r}: expected windows of 2...128 ms")
         if args.steps < 1:
             raise RthaError(f"--steps {args.steps}: expected a positive number of Adam steps")
-        torch.set_num_threads(1)
-        t0 = time.perf_counter()
-        r = oracles(args.data, args.split, args.model, windows, args.max_scenes, args.steps)
-    except RthaError as e:
-        print(f"oracle: error: {e}", file=sys.stderr)
-        return 2
-    if args.json:
-        print(json.dumps({"split": args.split, "seconds": round(time.perf_counter() - t0, 1), "oracles": r}))
-        return 0
+        return oracles(args.data, args.split, args.model, windows, args.max_scenes, args.steps)
+
+    return run_command("oracle", work, args, "oracles", lambda r: print_table(r, args))
+
+
+def print_table(r: dict, args) -> None:
+    """The oracles' SI-SDRi as a table."""
     from rich.console import Console
     from rich.table import Table
 
@@ -138,7 +135,6 @@ def main(argv=None) -> int:
         t.add_row(name, *(f"{m[k]:+.2f}" if m[k] is not None else "" for k in
                           ("si_sdri_db", "si_sdri_noise_db", "si_sdri_talker_db")), f"{m['output_gain']:.2f}")
     Console().print(t)
-    return 0
 
 
 if __name__ == "__main__":
