@@ -265,3 +265,14 @@ def test_a_damaged_cached_example_is_made_again(tmp_path, monkeypatch):
     path.write_bytes(path.read_bytes()[:30])  # a torn copy (a killed first run, a full disk)
     assert example.example_path() == path
     assert np.array_equal(sf.read(str(path), dtype="float32")[0], good)  # (the header's PEAK chunk has a time stamp)
+
+
+@pytest.mark.parametrize("args, needle", [(["--models", "lean,nope"], "'nope'"), (["--threads", "x"], "--threads x"),
+                                          (["--blocks-ms", "0"], "--blocks-ms 0")])
+def test_the_stream_benchmark_rejects_bad_arguments_before_any_work(args, needle):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run([sys.executable, os.path.join(root, "tools", "bench_stream.py"), *args],
+                       capture_output=True, text=True, timeout=120)
+    last = r.stderr.strip().splitlines()[-1]
+    assert r.returncode == 2 and last.startswith("bench_stream.py: error:") and needle in last
+    assert "Traceback" not in r.stderr

@@ -7,10 +7,11 @@ and reports the per-block compute time (mean / p50 / p99 / max, ms), the
 real-time factor (compute / audio time), and from the same run the offline
 model's cost per second of audio and a naive sliding-window recompute (the
 offline model over its receptive field for every block), plus the largest
-difference between the stream and the offline output.  A model is
-``models/<name>.pt`` when that file exists (whatever preset it holds: the row
-keeps the name), else a randomly initialised model of the preset ``<name>``
-(the cost is the same).
+difference between the stream and the offline output.  A model is a
+checkpoint file when the name ends in ``.pt`` (e.g. a training run's
+``last.pt``), ``models/<name>.pt`` when that file exists (whatever preset it
+holds: the row keeps the name), else a randomly initialised model of the preset
+``<name>`` (the cost is the same).
 
 ``--isa native,avx2`` runs the benchmark once per instruction set, each in a
 fresh process, model by model in turn: ``avx2`` restricts numba (LLVM target
@@ -101,10 +102,16 @@ def preset_of(cfg: ConvTasNetConfig) -> str:
     return next((name for name, p in PRESETS.items() if ConvTasNetConfig(**p) == cfg), "custom")
 
 
+def model_file(name: str) -> Path | None:
+    """The checkpoint ``name`` stands for (a ``.pt`` path, or ``models/<name>.pt``), if that file exists."""
+    path = Path(name) if name.endswith(".pt") else default_model_path(name)
+    return path if path.is_file() else None
+
+
 def get_model(name: str) -> tuple[ConvTasNet, str]:
-    """``models/<name>.pt`` if it exists (whatever its preset), else a seeded random model of preset ``name``."""
-    path = default_model_path(name)
-    if path.is_file():
+    """:func:`model_file` if it exists (whatever its preset), else a seeded random model of preset ``name``."""
+    path = model_file(name)
+    if path is not None:
         return load_checkpoint(path)[0], "trained"
     torch.manual_seed(0)
     return ConvTasNet(ConvTasNetConfig.preset(name)).eval(), "random"
@@ -389,7 +396,7 @@ def main(argv=None) -> int:
     p.add_argument("--json", action="store_true", help="print a JSON list of rows instead of a table")
     p.add_argument("--quick", action="store_true", help="1 s signals, 4 naive blocks, 1 offline pass")
     p.add_argument("--models", default="default,tiny,lean,lean_wide",
-                   help="shipped models or presets (default: default,tiny,lean,lean_wide)")
+                   help="shipped models, checkpoint files (*.pt) or presets (default: default,tiny,lean,lean_wide)")
     p.add_argument("--isa", help=f"instruction sets to run side by side, each in a fresh process: {', '.join(ISA_ENV)}"
                    " (default: this process as it is)")
     p.add_argument("--as-isa", default="native", help=argparse.SUPPRESS)  # the label a --isa child gives its rows
@@ -411,7 +418,17 @@ def main(argv=None) -> int:
     if any(i not in ISA_ENV for i in isas):
         p.error(f"--isa {args.isa}: expected a comma-separated list of {', '.join(ISA_ENV)}")
     models = [m for m in args.models.split(",") if m]
-    threads = [int(t) for t in args.threads.split(",")]
+    for m in models:  # every name is checked before any work
+        if model_file(m) is None and m not in PRESETS:
+            p.error(f"--models: {m!r} is neither a checkpoint file, a shipped model in models/ nor a preset "
+                    f"({', '.join(PRESETS)})")
+    try:
+        threads = [int(t) for t in args.threads.split(",")]
+        blocks = [int(b) if float(b).is_integer() else float(b) for b in args.blocks_ms.split(",")]
+    except ValueError:
+        p.error(f"--threads {args.threads} / --blocks-ms {args.blocks_ms}: expected comma-separated numbers")
+    if min(threads) < 1 or min(blocks) <= 0:
+        p.error(f"--threads {args.threads} / --blocks-ms {args.blocks_ms}: expected positive numbers")
     if args.soak or args.level_step:
         out = []
         for name in models:
@@ -422,7 +439,6 @@ def main(argv=None) -> int:
         print(json.dumps(out, indent=1))
         return 0
     seconds, naive_blocks, repeats = (1.0, 4, 1) if args.quick else (args.seconds, args.naive_blocks, args.repeat)
-    blocks = [int(b) if float(b).is_integer() else float(b) for b in args.blocks_ms.split(",")]
     if isas:
         child_args = ["--threads", args.threads, "--blocks-ms", args.blocks_ms, "--backends", args.backends,
                       "--seconds", str(args.seconds), "--naive-blocks", str(args.naive_blocks),
