@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import signal
 import tempfile
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -120,6 +121,35 @@ def check_writable(path: Path, flag: str = "--out") -> None:
             tempfile.TemporaryFile(dir=path.parent).close()
     except OSError as e:
         raise RthaError(f"{flag} {path}: cannot write there ({e.strerror or e})") from None
+
+
+@contextmanager
+def stop_between_blocks():
+    """Within: Ctrl-C and SIGTERM set the yielded :class:`threading.Event` for a block loop to read.
+
+    The loop stops between two blocks, so a block is always written and
+    counted together (an exception raised between the two would leave a
+    report's count a block off the file). A second Ctrl-C or SIGTERM raises
+    ``KeyboardInterrupt`` at once. Outside the main thread (where signal
+    handlers cannot be set) the event is never set.
+    """
+    stop = threading.Event()
+
+    def on_signal(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    try:
+        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread
+        yield stop
+        return
+    try:
+        yield stop
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 @contextmanager

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from ..errors import RthaError
 from .chain_options import INPUT_LIMIT, add_chain_args, chain_from_args, print_notes
-from .common import output_path, sigterm_as_interrupt
+from .common import output_path, sigterm_as_interrupt, stop_between_blocks
 from .listening import HEARD_PLOT, add_listening_args, check_listening_args, describe_listening, listening_setup
 
 #: Seconds of the input kept as the latency probe and for the plots.
@@ -146,8 +146,8 @@ def stream_file(chain, reader, block: int, writer=None, realtime: bool = False) 
     """Push ``reader``'s blocks through ``chain`` (reset first), timing each ``process_block``.
 
     With ``realtime`` each block is processed no earlier than the moment its last
-    sample would have arrived from a microphone. Ctrl-C stops cleanly: what was
-    processed is written and ``interrupted`` is set.
+    sample would have arrived from a microphone. Ctrl-C or SIGTERM stops cleanly
+    between two blocks: what was processed is written and ``interrupted`` is set.
     """
     import numpy as np
 
@@ -166,29 +166,33 @@ def stream_file(chain, reader, block: int, writer=None, realtime: bool = False) 
     warm_up(chain, reader.channels, block)
     t_start = time.perf_counter()
     try:
-        for x in reader.blocks(block):
-            n = x.shape[1]
-            if n < block:
-                # the last block: pad to full size (an enhancer tuned to the block needs
-                # aligned blocks); the chain is causal, so padding never reaches earlier output
-                x = np.pad(x, ((0, 0), (0, block - n)))
-            if realtime:
-                wait = t_start + (frames + n) / fs - time.perf_counter()
-                if wait > 0:
-                    time.sleep(wait)
-            t0, c0 = time.perf_counter(), time.thread_time()
-            y = chain.process_block(x)
-            timings.add(time.perf_counter() - t0)
-            cpu_timings.add(time.thread_time() - c0)
-            x, y = x[:, :n], y[:, :n]
-            frames += n
-            if writer is not None:
-                writer.write(y)
-            if kept < keep:
-                head_in.append(x)
-                head_out.append(y)
-                kept += x.shape[1]
-    except KeyboardInterrupt:
+        with stop_between_blocks() as stop:
+            for x in reader.blocks(block):
+                if stop.is_set():
+                    interrupted = True
+                    break
+                n = x.shape[1]
+                if n < block:
+                    # the last block: pad to full size (an enhancer tuned to the block needs
+                    # aligned blocks); the chain is causal, so padding never reaches earlier output
+                    x = np.pad(x, ((0, 0), (0, block - n)))
+                if realtime:
+                    wait = t_start + (frames + n) / fs - time.perf_counter()
+                    if wait > 0:
+                        time.sleep(wait)
+                t0, c0 = time.perf_counter(), time.thread_time()
+                y = chain.process_block(x)
+                timings.add(time.perf_counter() - t0)
+                cpu_timings.add(time.thread_time() - c0)
+                x, y = x[:, :n], y[:, :n]
+                frames += n
+                if writer is not None:
+                    writer.write(y)
+                if kept < keep:
+                    head_in.append(x)
+                    head_out.append(y)
+                    kept += x.shape[1]
+    except KeyboardInterrupt:  # a second Ctrl-C or SIGTERM
         interrupted = True
     wall = time.perf_counter() - t_start
 
