@@ -108,7 +108,7 @@ class ConvTasNetConfig:
             raise ValueError(f"unknown Conv-TasNet preset {name!r}; expected one of {', '.join(PRESETS)}") from None
 
     def to_dict(self) -> dict:
-        """Plain ``{field: value}`` (ints and a string), as stored in checkpoints.
+        """Plain ``{field: value}`` (numbers and a string), as stored in checkpoints.
 
         Without a context branch its two fields are left out, and so is
         ``feature_power`` at 1.0, so the files and score-config hashes of
