@@ -57,13 +57,32 @@ def measure(model, seg: SceneSegments, device=None, dry_mix: float = 0.0) -> dic
     The enhanced signal is ``(1 - dry_mix) * model(mix) + dry_mix * mix``, as
     :class:`rtha.enhance.StreamingEnhancer` plays it. Returns :func:`measure_estimates`'s dict.
     """
+    return measure_estimates(enhancer(model, dry_mix), seg, device)
+
+
+def enhancer(model, dry_mix: float = 0.0):
+    """``enhance(mix (1, samples), target) -> (1, samples)``: ``model``'s output with ``dry_mix`` of the input."""
     model.eval()
 
     def enhance(mix, ref):
         est = model(mix)[:, 0].float()
         return (1.0 - dry_mix) * est + dry_mix * mix if dry_mix else est
 
-    return measure_estimates(enhance, seg, device)
+    return enhance
+
+
+def ear_scores(enhance, seg: SceneSegments, device=None) -> tuple[list[tuple[str, float, float]], OutputGain]:
+    """``[(scene, SI-SDR of the mixture, SI-SDR of the output)]`` in dB, an item (ear) of ``seg`` each,
+    and the least-squares gain from output to target over them all; ``enhance`` as in :func:`measure_estimates`."""
+    device = device or torch.device("cpu")
+    rows = []
+    gain = OutputGain()
+    for i in range(len(seg)):
+        mix, ref = (x.to(device)[None] for x in seg[i])
+        est = enhance(mix, ref).detach()
+        gain.add(est, ref)
+        rows.append((seg.items[i][0], si_sdr(mix, ref).item(), si_sdr(est, ref).item()))
+    return rows, gain
 
 
 def measure_estimates(enhance, seg: SceneSegments, device=None) -> dict:
@@ -76,16 +95,8 @@ def measure_estimates(enhance, seg: SceneSegments, device=None) -> dict:
     ``si_sdri_talker_db`` over scenes with a competing talker (``None`` where there are none);
     ``output_gain``: least-squares gain from output to target (1 for a level-true model).
     """
-    device = device or torch.device("cpu")
     meta = {s["scene"]: s for s in seg.data.scenes}
-    rows = []
-    gain = OutputGain()
-    for i in range(len(seg)):
-        mix, ref = (x.to(device)[None] for x in seg[i])
-        est = enhance(mix, ref).detach()
-        gain.add(est, ref)
-        a, b = si_sdr(mix, ref).item(), si_sdr(est, ref).item()
-        rows.append((seg.items[i][0], a, b))
+    rows, gain = ear_scores(enhance, seg, device)
     n = len(rows)
     by_snr: dict[float, list[float]] = {}  # lower edge of a 6 dB SNR band -> SI-SDRi values
     by_kind: dict[str, list[float]] = {}
