@@ -396,6 +396,36 @@ def test_study_reads_curves_and_times_the_streaming_model(corpus, scenes, tmp_pa
     assert "state.pt" in capsys.readouterr().err
 
 
+def test_study_pairs_training_losses_by_step_only_for_runs_on_the_same_batches(corpus, scenes, tmp_path, capsys):
+    from training.study import main as study_main
+
+    def run(name: str, H: int = 32, seed: int = 0) -> Path:
+        cfg = tmp_path / f"{name}.toml"
+        cfg.write_text(
+            f'[model]\npreset = "tiny"\nN = 16\nB = 16\nH = {H}\nX = 3\nR = 1\n'
+            f'[data]\nroot = "{scenes}"\nmixing = "dynamic"\ncorpus = "{corpus}"\nsegment_s = 0.5\n'
+            f'valid_max_scenes = 1\n[train]\nbatch_size = 2\nloss = "snr"\nepochs = 2\nsteps_per_epoch = 3\n'
+            f'threads = 1\nlog_every = 1\nseed = {seed}\n[output]\ndir = "{tmp_path / name}"\n')
+        train(load_config(cfg), progress=False)
+        return tmp_path / name
+
+    a, wide, again = run("a"), run("wide", H=48), run("again")
+    assert study_main([str(a), str(again), str(wide), "--paired-loss", "--window", "3", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    # the same model and batches: the same losses; a wider model: other losses on the same 6 steps
+    assert [(r["run"], r["from_step"], r["to_step"], r["n"]) for r in rows] == [
+        ("again", 1, 3, 3), ("again", 4, 6, 3), ("wide", 1, 3, 3), ("wide", 4, 6, 3)]
+    assert all(r["mean"] == 0.0 for r in rows[:2]) and any(r["mean"] != 0.0 for r in rows[2:])
+    assert study_main([str(a), str(wide), "--paired-loss"]) == 0
+    assert "training loss minus a's" in capsys.readouterr().out
+    other_seed = run("other_seed", seed=1)
+    for args, names in [([str(a), str(other_seed)], "[train] seed = 1"), ([str(a), str(wide), "--window", "0"],
+                        "--window 0"), ([str(a)], "a base run and at least one")]:
+        assert study_main([*args, "--paired-loss"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("study: error:") and names in err and "\n" not in err
+
+
 def test_init_from_starts_a_new_model_from_a_trained_one_and_continues_its_counters(corpus, scenes, tmp_path):
     first = train(small_config(scenes, tmp_path / "plain", data=dynamic(corpus), loss="snr", epochs=1),
                   progress=False)

@@ -2,6 +2,7 @@
 
     python -m training.study runs/study/* --plot models/study.png [--json] [--budget-min 10]
     python -m training.study models/state/default --plot models/training_curve.png --no-rtf
+    python -m training.study models/state/lean_fresh models/state/lean_ctx_fresh --paired-loss [--window 800]
 
 Each argument is a run folder (``log.csv``, ``config.toml``, and ``last.pt`` or,
 as committed, only the resumable ``state.pt``) trained
@@ -12,6 +13,12 @@ CPU-minutes; training throughput in audio seconds per CPU-second; the model's
 cost (GMAC per audio second); and, from the same process side by side, the
 streaming real-time factor at 4 ms blocks on one thread and the offline model's.
 The plot has one panel per scene kind, one line per run.
+
+``--paired-loss``: runs with the same seed, batch size, loss and ``[data]`` draw the
+same batches at every step, so their logged training losses pair by step; each
+run's loss minus the first run's, per ``--window`` steps, with a 95 % interval
+over the logged steps (negative: it fits the same batches better). The
+difference of learning speed shows long before validation can tell it.
 """
 
 from __future__ import annotations
@@ -51,6 +58,52 @@ def read_curve(run: Path) -> dict:
         "audio_h": num(last["audio_h"]) if last else 0.0,
         "audio_s_per_cpu_s": num(last["audio_h"]) * 3600 / num(last["train_cpu_s"]) if last else float("nan"),
     }
+
+
+def read_losses(run: Path) -> dict[int, float]:
+    """``{step: logged training loss}`` of a run folder's ``log.csv`` (the last row of a step wins)."""
+    log = run / "log.csv"
+    if not log.is_file():
+        raise RthaError(f"{log} not found; expected a training run folder")
+    with open(log, newline="") as fh:
+        return {int(r["step"]): float(r["loss"]) for r in csv.DictReader(fh) if r["phase"] == "train" and r["loss"]}
+
+
+def same_batches(base: Path, run: Path) -> None:
+    """Raise :class:`RthaError` naming the first setting that gives ``run`` other batches than ``base``."""
+    a, b = (load_config(r / "config.toml") for r in (base, run))
+    for name, x, y in [("[train] seed", a.train.seed, b.train.seed),
+                       ("[train] batch_size", a.train.batch_size, b.train.batch_size),
+                       ("[train] loss", a.train.loss, b.train.loss),
+                       *((f"[data] {k}", v, getattr(b.data, k)) for k, v in vars(a.data).items())]:
+        if x != y:
+            raise RthaError(f"{run}: {name} = {y!r}, {base}'s is {x!r}; training losses pair by step only "
+                            "on the same batches and loss")
+
+
+def paired_losses(runs: list[Path], window: int) -> list[dict]:
+    """``[{"run", "base", "from_step", "to_step", "n", "mean", "ci95"}]``: each run's training loss minus
+    ``runs[0]``'s at the steps both logged, per ``window`` steps (dB for the SNR losses)."""
+    from rtha.score.summary import Estimate
+
+    if window < 1:
+        raise RthaError(f"--window {window}: expected a positive number of steps")
+    if len(runs) < 2:
+        raise RthaError("--paired-loss: expected a base run and at least one run to pair with it")
+    for run in runs[1:]:
+        same_batches(runs[0], run)
+    base = read_losses(runs[0])
+    out = []
+    for run in runs[1:]:
+        other = read_losses(run)
+        bins: dict[int, list[float]] = {}
+        for step in sorted(set(base) & set(other)):
+            bins.setdefault((step - 1) // window, []).append(other[step] - base[step])
+        for k, diffs in bins.items():
+            e = Estimate.of(diffs).as_dict()
+            out.append({"run": run.name, "base": runs[0].name, "from_step": k * window + 1,
+                        "to_step": (k + 1) * window, **e})
+    return out
 
 
 def gmac_per_s(cfg) -> float:
@@ -162,7 +215,12 @@ def main(argv=None) -> int:
     p.add_argument("--title", default="Dev SI-SDRi against training CPU time")
     p.add_argument("--no-rtf", action="store_true", help="skip the streaming/offline timing")
     p.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
+    p.add_argument("--paired-loss", action="store_true",
+                   help="training loss of each run minus the first's, paired by step (same batches)")
+    p.add_argument("--window", type=int, default=800, help="steps per --paired-loss row (default: 800)")
     args = p.parse_args(argv)
+    if args.paired_loss:
+        return print_paired_losses(args)
     try:
         rows = summarise(args.runs, args.budget_min, not args.no_rtf)
         if args.plot:
@@ -180,6 +238,24 @@ def main(argv=None) -> int:
     print("|" + "---|" * len(cols))
     for r in rows:
         print("| " + " | ".join(str(r[c]) for c in cols) + " |")
+    return 0
+
+
+def print_paired_losses(args) -> int:
+    """``--paired-loss``: a row per run and window of steps."""
+    try:
+        rows = paired_losses(args.runs, args.window)
+    except RthaError as e:
+        print(f"study: error: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    print(f"| run | steps | logged steps | training loss minus {args.runs[0].name}'s (95 % CI) |")
+    print("|---|---|---|---|")
+    for r in rows:
+        ci = f" ({r['ci95'][0]:+.3f} … {r['ci95'][1]:+.3f})" if r["ci95"] else ""
+        print(f"| {r['run']} | {r['from_step']}–{r['to_step']} | {r['n']} | {r['mean']:+.3f}{ci} |")
     return 0
 
 
