@@ -219,18 +219,25 @@ def main(argv=None) -> int:
                    help="training loss of each run minus the first's, paired by step (same batches)")
     p.add_argument("--window", type=int, default=800, help="steps per --paired-loss row (default: 800)")
     args = p.parse_args(argv)
-    if args.paired_loss:
-        return print_paired_losses(args)
     try:
-        rows = summarise(args.runs, args.budget_min, not args.no_rtf)
-        if args.plot:
-            plot(rows, args.plot, args.title)
+        if args.paired_loss:
+            rows, table = paired_losses(args.runs, args.window), paired_loss_table
+        else:
+            rows, table = summarise(args.runs, args.budget_min, not args.no_rtf), curve_table
+            if args.plot:
+                plot(rows, args.plot, args.title)
     except RthaError as e:
         print(f"study: error: {e}", file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps(rows))
-        return 0
+    else:
+        table(rows, args)
+    return 0
+
+
+def curve_table(rows: list[dict], args) -> None:
+    """A Markdown row per run: cost, throughput and dev SI-SDRi at the budget (and the timings)."""
     cols = ["run", "gmac_per_s", "params_m", "latency_ms", "audio_s_per_cpu_s", "cpu_min", "si_sdri_db",
             "si_sdri_noise_db", "si_sdri_talker_db"] + (["stream_rtf", "offline_rtf", "stream_over_offline"]
                                                           if not args.no_rtf else [])
@@ -238,26 +245,15 @@ def main(argv=None) -> int:
     print("|" + "---|" * len(cols))
     for r in rows:
         print("| " + " | ".join(str(r[c]) for c in cols) + " |")
-    return 0
 
 
-def print_paired_losses(args) -> int:
-    """``--paired-loss``: a row per run and window of steps."""
-    try:
-        rows = paired_losses(args.runs, args.window)
-    except RthaError as e:
-        print(f"study: error: {e}", file=sys.stderr)
-        return 2
-    if args.json:
-        print(json.dumps(rows))
-        return 0
+def paired_loss_table(rows: list[dict], args) -> None:
+    """``--paired-loss``: a Markdown row per run and window of steps."""
     print(f"| run | steps | logged steps | training loss minus {args.runs[0].name}'s (95 % CI) |")
     print("|---|---|---|---|")
     for r in rows:
         ci = f" ({r['ci95'][0]:+.3f} … {r['ci95'][1]:+.3f})" if r["ci95"] else ""
         print(f"| {r['run']} | {r['from_step']}–{r['to_step']} | {r['n']} | {r['mean']:+.3f}{ci} |")
-    return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())
