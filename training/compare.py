@@ -15,8 +15,9 @@ A model is any of:
 
 - a checkpoint (``models/default.pt``, a run's ``best.pt`` or ``last.pt``);
 - a run's resumable ``state.pt``, read with the ``config.toml`` beside it;
-- either as committed in git, ``REV:PATH`` (e.g. ``5582b44:models/state/default/state.pt``,
-  the run at step 4,280), so a run's history compares at equal steps.
+- either as committed in git, ``REV:PATH`` with ``PATH`` from the repository's root (e.g.
+  ``5582b44:models/state/default/state.pt``, the run at step 4,280), so a run's history
+  compares at equal steps.
 """
 
 from __future__ import annotations
