@@ -122,9 +122,10 @@ def test_config_errors_are_user_errors(tmp_path):
         load_config(bad)
     with pytest.raises(RthaError, match="not found"):
         load_config(tmp_path / "missing.toml")
-    for name in ("default", "tiny"):
-        cfg = load_config(ROOT / "training" / "configs" / f"{name}.toml")
-        assert cfg.model_config().N > 0
+    configs = sorted((ROOT / "training" / "configs").rglob("*.toml"))
+    assert {"default.toml", "tiny.toml", "lean_fresh.toml", "lean_h256_fresh.toml"} <= {c.name for c in configs}
+    for path in configs:  # every committed config reads and builds its model's config
+        assert load_config(path).model_config().N > 0
 
 
 def test_rtha_train_command(scenes, tmp_path, capsys):
