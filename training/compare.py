@@ -85,6 +85,7 @@ def load_model(spec: str) -> tuple[ConvTasNet, int | None]:
         return model, meta.get("steps")
 
 
+@torch.no_grad()
 def scene_si_sdri(model: ConvTasNet, seg: SceneSegments, dry_mix: float) -> tuple[dict[str, float], float]:
     """``{scene: SI-SDRi in dB, the mean over its ears}`` and the output gain to the target."""
     rows, gain = ear_scores(enhancer(model, dry_mix), seg)
