@@ -193,10 +193,13 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 4), sharey=True)
+    # the default cycle has 10 colours; past that, runs would share one
+    colours = plt.get_cmap("tab10" if len(rows) <= 10 else "tab20").colors
     for ax, key, name in zip(axes, ("si_sdri_db", "noise", "talker"),
                              ("all dev scenes", "noise and babble only", "with a competing talker")):
-        for r in rows:
-            ax.plot(r["curve"]["cpu_min"], r["curve"][key], marker="o", ms=3, label=r["run"])
+        for i, r in enumerate(rows):
+            ax.plot(r["curve"]["cpu_min"], r["curve"][key], marker="o", ms=3, label=r["run"],
+                    color=colours[i % len(colours)])
         ax.set_title(name)
         ax.set_xlabel("training CPU-minutes (one thread)")
         ax.grid(alpha=0.3)
