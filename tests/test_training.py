@@ -96,6 +96,9 @@ def test_training_writes_checkpoints_logs_and_validates(scenes, tmp_path):
 
 
 def test_resume_reproduces_the_uninterrupted_run_exactly(scenes, tmp_path):
+    with pytest.raises(RthaError, match="start without --resume"):
+        Trainer(small_config(scenes, tmp_path / "never"), resume=True, progress=False)
+    assert not (tmp_path / "never").exists()
     whole = train(small_config(scenes, tmp_path / "whole"), progress=False)
     part = train(small_config(scenes, tmp_path / "part"), max_steps=2, progress=False)
     assert part.global_step == 2

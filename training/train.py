@@ -118,11 +118,10 @@ class Trainer:
         t, dc = cfg.train, cfg.data
         if t.threads:
             torch.set_num_threads(t.threads)
-        _check_output_dir(self.out)
-
         state_file = self.out / "state.pt"
-        if resume and not state_file.is_file():
+        if resume and not state_file.is_file():  # before the folder is made: a mistyped --resume leaves nothing behind
             raise RthaError(f"--resume: {state_file} not found; start without --resume")
+        _check_output_dir(self.out)
         if not resume and state_file.exists() and not force:
             raise RthaError(f"{self.out} already holds a run; pass --resume to continue it or --force to start over")
 
